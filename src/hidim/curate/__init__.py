@@ -1,0 +1,1 @@
+"""hidim.curate — see docs/architecture.md."""

@@ -1,0 +1,1 @@
+"""hidim.deidentify — see docs/architecture.md."""

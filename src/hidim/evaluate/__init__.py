@@ -1,0 +1,1 @@
+"""hidim.evaluate — see docs/architecture.md."""

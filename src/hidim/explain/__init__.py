@@ -1,0 +1,1 @@
+"""hidim.explain — see docs/architecture.md."""

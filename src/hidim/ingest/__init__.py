@@ -1,0 +1,1 @@
+"""hidim.ingest — see docs/architecture.md."""

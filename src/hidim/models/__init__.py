@@ -1,0 +1,1 @@
+"""hidim.models — see docs/architecture.md."""

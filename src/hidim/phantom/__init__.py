@@ -1,0 +1,1 @@
+"""hidim.phantom — see docs/architecture.md."""

@@ -1,0 +1,1 @@
+"""hidim.report — see docs/architecture.md."""

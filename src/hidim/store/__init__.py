@@ -1,0 +1,1 @@
+"""hidim.store — see docs/architecture.md."""

@@ -1,0 +1,1 @@
+"""hidim.training — see docs/architecture.md."""

@@ -1,0 +1,1 @@
+"""hidim.workflows — see docs/architecture.md."""
