@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from hidim.curate.normalise import intensity_parameters, resample_fps, resize_keep_aspect
-from hidim.ingest import SeriesInfo, read_file, read_series
+from hidim.ingest import SeriesInfo, read_series
 from hidim.provenance import file_sha256
 from hidim.store.layout import STORE_FORMAT_VERSION
 from hidim.store.writer import write_series_array
@@ -113,16 +113,6 @@ def _series_row(task: SeriesTask, meta_row: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
-def _read(series: SeriesInfo) -> tuple[Any, Any]:
-    """Decode a unit. A one-file unit (a multi-frame cine loop, a single image) goes through
-    ``read_file``, which gives the same array and metadata as ``read_series`` but without
-    the extra full-size float32 copy ``read_series`` makes when stacking files (≈ 2x the
-    CPU on a 120-frame echo; see bench/curate.py)."""
-    if len(series.files) == 1:
-        return read_file(series.files[0])
-    return read_series(series)
-
-
 def curate_series(task: SeriesTask) -> SeriesOutcome:
     """Read, normalise and store one series; see the module docstring.
 
@@ -132,7 +122,7 @@ def curate_series(task: SeriesTask) -> SeriesOutcome:
     digest = content_hash(task.series.files)
     if task.existing_hash is not None and task.existing_hash == digest:
         return SeriesOutcome(task.key, "resumed", digest, None)
-    array, meta = _read(task.series)
+    array, meta = read_series(task.series)
     row = _series_row(task, meta.to_row())
     opts = task.options
     if opts.size is not None:

@@ -90,6 +90,12 @@ def read_series(series: SeriesInfo) -> tuple[np.ndarray, ScanMetadata]:
     for path in series.files:
         ds = _open_image(Path(path))
         arr, info = _decode_quietly(ds, path)
+        if out is None and len(series.files) == 1:
+            # One-file unit (a cine loop, one image): the decoded array is the answer; no copy.
+            out, first_ds, first_info = arr, ds, info
+            t = arr.shape[1]
+            b_values.extend(diffusion_b_values(ds))
+            break
         if out is None:
             total = max(
                 series.n_frames, arr.shape[1] * (series.n_instances if series.n_frames <= 0 else 1)

@@ -292,9 +292,8 @@ def scan(
                 instance = (header.series_uid, header.sop_instance_uid)
                 first = instances.setdefault(instance, header.path)
                 if first != header.path:
-                    reason = (
-                        f"duplicate instance: same SOPInstanceUID as {first.name}, which is kept"
-                    )
+                    # No file name here: input paths may carry PHI (the ledger keeps the path).
+                    reason = "duplicate instance: same SOPInstanceUID as an earlier file, which is kept"
                     entries = [LedgerEntry(str(path), "skipped", reason)]
                     header = None
             ledger.extend(entries)
