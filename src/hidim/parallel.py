@@ -8,6 +8,7 @@ and never lets one failing item stop the batch: the exception comes back as a
 
 from __future__ import annotations
 
+import multiprocessing
 import traceback
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -65,7 +66,8 @@ def _iter_results(
     scheduler: str | None,
 ) -> Iterator[tuple[int, R | TaskFailure]]:
     if scheduler:
-        from dask.distributed import Client, as_completed as dask_as_completed
+        from dask.distributed import Client
+        from dask.distributed import as_completed as dask_as_completed
 
         with Client(scheduler) as client:
             futures = [client.submit(_call, fn, i, item, pure=False) for i, item in enumerate(items)]
@@ -76,7 +78,10 @@ def _iter_results(
         for i, item in enumerate(items):
             yield _call(fn, i, item)
         return
-    with ProcessPoolExecutor(max_workers=workers) as pool:
+    # forkserver, not fork: the parent runs a progress-bar thread (and maybe torch threads),
+    # and forking a multi-threaded process can deadlock the child.
+    context = multiprocessing.get_context("forkserver")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
         futures = [pool.submit(_call, fn, i, item) for i, item in enumerate(items)]
         for fut in as_completed(futures):
             yield fut.result()

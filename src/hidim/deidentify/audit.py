@@ -1,5 +1,11 @@
 """The de-identification audit: one row per input, as Parquet, plus a rich summary.
 
+While a batch runs, finished rows are appended (and fsync'd) to a small JSON-lines journal
+beside the audit, and new re-identification pairs are appended to the re-identification CSV,
+every few hundred files: cheap (no rewrite of what is already on disk) and crash-safe (a
+resumed run reads the Parquet audit plus the journal). The Parquet file is written once, at the
+end of the batch, and the journal removed.
+
 Rows carry no PHI: inputs are named by a keyed hash of their path (``input_id``), outputs by
 their new UIDs, and what was done by counts and categories — never values, never the words
 OCR read. The re-identification table is a separate CSV (:func:`write_reid_table`) that must
@@ -10,6 +16,8 @@ from __future__ import annotations
 
 import csv
 import io
+import json
+import math
 import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -22,6 +30,10 @@ from hidim.provenance import atomic_write_bytes
 
 __all__ = [
     "AUDIT_FILE",
+    "JOURNAL_FILE",
+    "append_journal",
+    "read_journal",
+    "append_reid_pairs",
     "AUDIT_COLUMNS",
     "REID_KINDS",
     "read_audit",
@@ -32,6 +44,7 @@ __all__ = [
 ]
 
 AUDIT_FILE = "deid_audit.parquet"
+JOURNAL_FILE = ".deid_audit.journal.jsonl"
 REID_KINDS = (
     "patient_id",
     "patient_name",
@@ -67,6 +80,7 @@ AUDIT_COLUMNS: dict[str, str] = {
     "private_removed": "int",
     "private_kept": "int",
     "overlays_removed": "int",
+    "overlay_bits_cleared": "int",
     "curves_removed": "int",
     "unknown_removed": "int",
     "max_depth": "int",
@@ -95,15 +109,40 @@ def _normalise(row: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def write_audit(path: str | os.PathLike[str], rows: Iterable[Mapping[str, Any]]) -> Path:
-    """Write the audit rows as Parquet (atomically)."""
+def _jsonl(rows: Iterable[Mapping[str, Any]]) -> bytes:
+    lines = []
+    for row in rows:
+        record = _normalise(row)
+        for col, kind in AUDIT_COLUMNS.items():
+            if kind == "float" and not math.isfinite(record[col]):
+                record[col] = 0.0
+        lines.append(json.dumps(record, sort_keys=True))
+    return ("\n".join(lines) + "\n").encode("utf-8") if lines else b""
+
+
+def _schema() -> Any:
     import pyarrow as pa
+
+    types = {"str": pa.string(), "int": pa.int64(), "float": pa.float64()}
+    return pa.schema([(c, types[k]) for c, k in AUDIT_COLUMNS.items()])
+
+
+def write_audit(path: str | os.PathLike[str], rows: Iterable[Mapping[str, Any]]) -> Path:
+    """Write the audit rows as Parquet (atomically).
+
+    The rows go through Arrow's JSON reader with the fixed schema (C++ parsing, and no
+    pandas import, which Arrow's Python-object conversion would trigger).
+    """
+    import pyarrow.json as pajson
     import pyarrow.parquet as pq
 
-    records = [_normalise(r) for r in rows]
-    types = {"str": pa.string(), "int": pa.int64(), "float": pa.float64()}
-    schema = pa.schema([(c, types[k]) for c, k in AUDIT_COLUMNS.items()])
-    table = pa.Table.from_pylist(records, schema=schema)
+    schema = _schema()
+    data = _jsonl(rows)
+    if data:
+        options = pajson.ParseOptions(explicit_schema=schema, unexpected_field_behavior="ignore")
+        table = pajson.read_json(io.BytesIO(data), parse_options=options).select(schema.names)
+    else:
+        table = schema.empty_table()
     sink = io.BytesIO()
     pq.write_table(table, sink)
     return atomic_write_bytes(path, sink.getvalue())
@@ -119,13 +158,76 @@ def read_audit(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
     return pq.read_table(target).to_pylist()
 
 
+def _append_synced(path: Path, data: bytes, *, mode: int = 0o644) -> None:
+    """Append ``data`` as whole lines (after a torn last line, on a new line) and fsync."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, mode)
+    try:
+        size = os.fstat(fd).st_size
+        if size and os.pread(fd, 1, size - 1) != b"\n":
+            data = b"\n" + data
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def append_journal(path: str | os.PathLike[str], rows: Iterable[Mapping[str, Any]]) -> None:
+    """Append audit rows to the run's journal (one JSON object per line, fsync'd)."""
+    data = _jsonl(rows)
+    if data:
+        target = Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        _append_synced(target, data)
+
+
+def read_journal(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """Rows of an interrupted run's journal (a torn last line is ignored)."""
+    target = Path(path)
+    if not target.is_file():
+        return []
+    rows = []
+    for line in target.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(row, dict) and "input_id" in row:
+            rows.append(row)
+    return rows
+
+
+def append_reid_pairs(path: str | os.PathLike[str], pairs: Mapping[tuple[str, str], str]) -> None:
+    """Append ``kind,original,pseudonym`` rows to the re-identification CSV (created with a
+    header and mode 0600 when missing; fsync'd). :func:`write_reid_table` rewrites it sorted
+    at the end of a batch."""
+    if not pairs:
+        return
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    sink = io.StringIO()
+    writer = csv.writer(sink, lineterminator="\n")
+    if not target.is_file() or target.stat().st_size == 0:
+        writer.writerow(["kind", "original", "pseudonym"])
+    for (kind, original), pseudonym in pairs.items():
+        writer.writerow([kind, original, pseudonym])
+    _append_synced(target, sink.getvalue().encode("utf-8"), mode=0o600)
+    os.chmod(target, 0o600)
+
+
 def read_reid_table(path: str | os.PathLike[str]) -> dict[tuple[str, str], str]:
-    """``{(kind, original): pseudonym}`` from an existing re-identification CSV."""
+    """``{(kind, original): pseudonym}`` from an existing re-identification CSV (rows torn by
+    an interrupted append are ignored)."""
     target = Path(path)
     if not target.is_file():
         return {}
-    with target.open(newline="", encoding="utf-8") as fh:
-        return {(r["kind"], r["original"]): r["pseudonym"] for r in csv.DictReader(fh)}
+    text = target.read_text(encoding="utf-8", errors="replace")
+    if text and not text.endswith("\n"):
+        text = text[: text.rfind("\n") + 1]  # a torn last row: its file is redone on resume
+    return {
+        (r["kind"], r["original"]): r["pseudonym"]
+        for r in csv.DictReader(io.StringIO(text, newline=""))
+        if r.get("kind") and r.get("original") is not None and r.get("pseudonym")
+    }
 
 
 def write_reid_table(path: str | os.PathLike[str], pairs: Mapping[tuple[str, str], str]) -> Path:

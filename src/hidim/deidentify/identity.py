@@ -9,9 +9,13 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
+
+from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 from pydicom.sr.codedict import codes
+from pydicom.tag import BaseTag
 
 from hidim import __version__
 from hidim.deidentify.profile import ProfileOptions
@@ -21,6 +25,11 @@ __all__ = ["method_codes", "mark_deidentified"]
 
 def method_codes(options: ProfileOptions, *, pixels_cleaned: bool) -> list[tuple[str, str]]:
     """``(code value, code meaning)`` of CID 7050 for the profile and options in use."""
+    return list(_method_codes(options, pixels_cleaned))
+
+
+@lru_cache(maxsize=16)
+def _method_codes(options: ProfileOptions, pixels_cleaned: bool) -> tuple[tuple[str, str], ...]:
     dcm = codes.DCM
     chosen = [dcm.BasicApplicationConfidentialityProfile]
     if pixels_cleaned:
@@ -41,31 +50,39 @@ def method_codes(options: ProfileOptions, *, pixels_cleaned: bool) -> list[tuple
         (options.retain_institution_identity, dcm.RetainInstitutionIdentityOption),
     ]
     chosen.extend(code for on, code in flags if on)
-    return [(c.value, c.meaning) for c in chosen]
+    return tuple((c.value, c.meaning) for c in chosen)
 
 
 def mark_deidentified(ds: Dataset, options: ProfileOptions, *, pixels_cleaned: bool) -> None:
     """Add the de-identification attributes to ``ds`` (top level, in place)."""
-    ds.PatientIdentityRemoved = "YES"
+    put = ds._dict.__setitem__  # tags are fixed and valid: skip keyword lookups
+    put(BaseTag(0x00120062), DataElement(0x00120062, "CS", "YES"))  # PatientIdentityRemoved
     items = []
-    for value, meaning in method_codes(options, pixels_cleaned=pixels_cleaned):
+    for value, meaning in _method_codes(options, pixels_cleaned):
         item = Dataset()
-        item.CodeValue = value
-        item.CodingSchemeDesignator = "DCM"
-        item.CodeMeaning = meaning
+        item._dict.update(
+            {
+                BaseTag(0x00080100): DataElement(0x00080100, "SH", value),
+                BaseTag(0x00080102): DataElement(0x00080102, "SH", "DCM"),
+                BaseTag(0x00080104): DataElement(0x00080104, "LO", meaning),
+            }
+        )
         items.append(item)
-    ds.DeidentificationMethodCodeSequence = Sequence(items)
+    # DeidentificationMethodCodeSequence
+    put(BaseTag(0x00120064), DataElement(0x00120064, "SQ", Sequence(items)))
     method = [f"hidim {__version__}", "PS3.15 E.1-1 Basic Profile"]
     if options.safe_list is not None:
         method.append("safe-list mode")
     if pixels_cleaned:
         method.append("burned-in text masked")
-    ds.DeidentificationMethod = method
+    put(BaseTag(0x00120063), DataElement(0x00120063, "LO", method))  # DeidentificationMethod
     if options.retain_long_modified_dates:
-        ds.LongitudinalTemporalInformationModified = "MODIFIED"
+        temporal = "MODIFIED"
     elif options.retain_long_full_dates:
-        ds.LongitudinalTemporalInformationModified = "UNMODIFIED"
+        temporal = "UNMODIFIED"
     else:
-        ds.LongitudinalTemporalInformationModified = "REMOVED"
+        temporal = "REMOVED"
+    # LongitudinalTemporalInformationModified
+    put(BaseTag(0x00280303), DataElement(0x00280303, "CS", temporal))
     if pixels_cleaned:
-        ds.BurnedInAnnotation = "NO"
+        put(BaseTag(0x00280301), DataElement(0x00280301, "CS", "NO"))  # BurnedInAnnotation

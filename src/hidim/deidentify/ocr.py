@@ -19,7 +19,7 @@ from functools import lru_cache
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["TextBox", "tesseract_available", "detect_text", "boxes_to_mask"]
+__all__ = ["TextBox", "tesseract_available", "detect_text", "track_boxes", "boxes_to_mask"]
 
 
 @dataclass(frozen=True)
@@ -28,8 +28,9 @@ class TextBox:
 
     Attributes:
         left: First column (px). top: First row (px). width, height: Size (px).
-        source: ``"ocr"`` (a word Tesseract read confidently) or ``"line"`` (the text line
-            around such a word).
+        source: ``"ocr"`` (a word Tesseract read confidently), ``"line"`` (the text line
+            around such a word) or ``"track"`` (the same word found in another frame of a
+            clip by :func:`track_boxes`).
     """
 
     left: int
@@ -149,6 +150,51 @@ def detect_text(
             added.add(int(lab))
             boxes.append(TextBox(left, top, right - left, bottom - top, "line"))
     return boxes
+
+
+def track_boxes(
+    gray: np.ndarray,
+    seeds: list[tuple[int, TextBox]],
+    *,
+    min_score: float = 0.7,
+    max_templates: int = 12,
+) -> list[TextBox]:
+    """Find words read in one frame of a clip in every other frame (text that moves).
+
+    OCR runs on a few frames of a clip; a name drawn at a new place in every frame would be
+    masked only where it was read. Each word box read in frame ``i`` is used as a template
+    (normalised cross-correlation, :func:`skimage.feature.match_template`) in every frame,
+    and each place it matches becomes a box too.
+
+    Args:
+        gray: ``[T, H, W]`` display luminance of the clip.
+        seeds: ``(frame index, word box)`` pairs read by OCR.
+        min_score: Correlation a match needs (0-1).
+        max_templates: Largest number of words tracked (biggest first).
+
+    Returns:
+        Boxes (``source="track"``) where the words are in the other frames.
+    """
+    from skimage.feature import match_template, peak_local_max
+
+    seeds = sorted(seeds, key=lambda s: -s[1].width * s[1].height)[:max_templates]
+    t, h, w = gray.shape
+    found: list[TextBox] = []
+    for index, box in seeds:
+        template = gray[index, box.top : box.top + box.height, box.left : box.left + box.width]
+        if template.shape[0] < 4 or template.shape[1] < 4 or float(template.std()) < 1.0:
+            continue
+        bh, bw = template.shape
+        for frame in range(t):
+            if frame == index:
+                continue
+            score = match_template(gray[frame], template)
+            peaks = peak_local_max(
+                score, min_distance=max(1, min(bh, bw) // 2), threshold_abs=min_score,
+                num_peaks=4,
+            )  # fmt: skip
+            found.extend(TextBox(int(x), int(y), bw, bh, "track") for y, x in peaks)
+    return found
 
 
 def boxes_to_mask(boxes: list[TextBox], shape: tuple[int, int], pad: int = 2) -> np.ndarray:

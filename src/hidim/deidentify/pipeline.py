@@ -1,96 +1,64 @@
 """``hidim deid``: de-identify a batch of DICOM files into a release folder.
 
-Per file (:func:`process_file`, run in-process, on a process pool or on Dask through
-:func:`hidim.parallel.run_tasks`): read defensively → check/clean pixels → one header walk →
-identity attributes and file meta → serialise, re-parse to verify → atomic write to
-``OUT/<new StudyUID>/<new SeriesUID>/<new SOPUID>.dcm`` (no PHI in names), or to the
-quarantine folder when the pixels cannot be released safely.
+Each file goes through :func:`hidim.deidentify.task.process_file`, in-process or in chunks of
+files on a process pool or on Dask (:func:`hidim.parallel.run_tasks`; the plan is built once
+in the parent, forked workers inherit it, and workers return small audit rows).
 
-Batch (:func:`deidentify`): the audit (``OUT/deid_audit.parquet``) and the
-re-identification table (outside OUT) are flushed as results arrive, so an interrupted run
-resumes where it stopped; failures never stop the batch.
+Batch (:func:`deidentify`): rows and new re-identification pairs are appended (fsync'd) to a
+journal and to the re-identification table every few hundred files, so an interrupted run
+resumes where it stopped; the Parquet audit is written once at the end; failures never stop
+the batch.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-import io
 import json
 import os
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from pydicom import dcmread
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import PYDICOM_IMPLEMENTATION_UID
 from rich.console import Console
 
-from hidim import __version__
 from hidim.deidentify.audit import (
     AUDIT_FILE,
+    JOURNAL_FILE,
+    append_journal,
+    append_reid_pairs,
     print_summary,
     read_audit,
+    read_journal,
     read_reid_table,
     write_audit,
     write_reid_table,
 )
-from hidim.deidentify.encode import write_pixels
-from hidim.deidentify.header import HeaderContext, deidentify_header
-from hidim.deidentify.identity import mark_deidentified
 from hidim.deidentify.keys import load_key
-from hidim.deidentify.pixels import PixelPolicy, clean_pixels
-from hidim.deidentify.profile import ProfileOptions, cached_plan
-from hidim.deidentify.pseudonyms import date_shift
-from hidim.deidentify.reader import RejectedInput, quiet_pydicom, read_input
+from hidim.deidentify.profile import cached_plan
+from hidim.deidentify.task import DeidOptions, FileResult, FileTask, process_batch, process_file
 from hidim.errors import DeidentificationError
 from hidim.parallel import TaskFailure, run_tasks
-from hidim.provenance import atomic_write_bytes, atomic_write_text, write_run_json
+from hidim.provenance import atomic_write_text, write_run_json
 
-__all__ = ["DeidOptions", "FileTask", "FileResult", "DeidSummary", "process_file", "deidentify"]
+__all__ = [
+    "DeidOptions",
+    "FileTask",
+    "FileResult",
+    "DeidSummary",
+    "process_file",
+    "process_batch",
+    "deidentify",
+]
 
-_FLUSH_EVERY = 100
-
-
-@dataclass(frozen=True, kw_only=True)
-class DeidOptions:
-    """Everything that decides what de-identification does (recorded in run.json).
-
-    Attributes:
-        profile: PS3.15 profile options.
-        pixels: Burned-in text policy.
-        vocabulary: Extra words the clean rule accepts (added to the shipped list).
-        verify_output: Re-parse every output before writing it.
-    """
-
-    profile: ProfileOptions = field(default_factory=ProfileOptions)
-    pixels: PixelPolicy = field(default_factory=PixelPolicy)
-    vocabulary: frozenset[str] = frozenset()
-    verify_output: bool = True
-
-
-@dataclass(frozen=True)
-class FileTask:
-    """One input file to de-identify (picklable for process pools and Dask)."""
-
-    path: str
-    input_id: str
-    fingerprint: str
-    key: bytes
-    options: DeidOptions
-    out_dir: str
-    quarantine_dir: str
-
-
-@dataclass
-class FileResult:
-    """The audit row of one input and the re-identification pairs it produced."""
-
-    row: dict[str, Any]
-    reid: dict[tuple[str, str], str]
+#: The audit journal and re-identification pairs are appended (fsync'd) at least this often,
+#: so an interrupted run loses at most this much work; the Parquet audit is written at the end.
+_FLUSH_EVERY_FILES = 200
+_FLUSH_EVERY_SECONDS = 10.0
+#: Files per task sent to a worker process (amortises pickling and scheduling).
+_MAX_CHUNK = 32
 
 
 @dataclass
@@ -112,153 +80,6 @@ class DeidSummary:
         return self.count("failed") == 0 and self.count("quarantined") == 0
 
 
-def _patient_key(ds: Dataset) -> tuple[str, str]:
-    """The identity a patient's date shift is derived from, and which attribute gave it."""
-    pid = str(ds.get("PatientID", "") or "").strip()
-    if pid:
-        return "id:" + pid, "PatientID"
-    name = str(ds.get("PatientName", "") or "").strip()
-    birth = str(ds.get("PatientBirthDate", "") or "").strip()
-    if name:
-        return f"name:{name}|{birth}", "PatientName+BirthDate"
-    return "study:" + str(ds.get("StudyInstanceUID", "") or ""), "StudyInstanceUID"
-
-
-def _output_relpath(ds: Dataset) -> str:
-    study = str(ds.get("StudyInstanceUID", "") or "") or "unknown-study"
-    series = str(ds.get("SeriesInstanceUID", "") or "") or "unknown-series"
-    return f"{study}/{series}/{ds.SOPInstanceUID}.dcm"
-
-
-def _serialise(ds: Dataset, ts: Any) -> bytes:
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = ds.SOPClassUID
-    meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-    meta.TransferSyntaxUID = ts
-    meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
-    meta.ImplementationVersionName = f"HIDIM_{__version__}"[:16]
-    ds.file_meta = meta
-    ds.preamble = None
-    sink = io.BytesIO()
-    uid = meta.TransferSyntaxUID
-    target = (uid.is_implicit_VR, uid.is_little_endian)
-    if getattr(ds, "original_encoding", target) != target:
-        _reencode(ds, *target)
-    ds.save_as(sink, enforce_file_format=True, implicit_vr=target[0], little_endian=target[1])
-    return sink.getvalue()
-
-
-def _write_release_file(path: Path, data: bytes) -> None:
-    """Atomic (temporary file + rename) but not fsync'd: a crash leaves no partial file, and
-    the audit, flushed with fsync after the file, decides on resume whether it counts."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def _reencode(ds: Dataset, implicit: bool, little: bool) -> None:
-    """Decode every raw element so ``ds`` can be written in another byte order."""
-    for elem in list(ds):
-        if elem.VR == "SQ":
-            for item in elem.value:
-                _reencode(item, implicit, little)
-    ds.set_original_encoding(implicit, little, ds._character_set)
-
-
-def _row_from_stats(row: dict[str, Any], ctx: HeaderContext) -> None:
-    ops = ctx.stats.operations
-    row.update(
-        removed=ops["remove"],
-        emptied=ops["empty"],
-        dummied=ops["dummy"],
-        uids_remapped=ops["remap_uid"],
-        dates_shifted=ops["shift_time"],
-        pseudonyms=ops["pseudonym_id"] + ops["pseudonym_name"] + ops["pseudonym_accession"],
-        clean_removed=ops["clean_removed"],
-        private_removed=ctx.stats.private_removed,
-        private_kept=ctx.stats.private_kept,
-        overlays_removed=ctx.stats.overlay_removed,
-        curves_removed=ctx.stats.curve_removed,
-        unknown_removed=ctx.stats.unknown_removed,
-        max_depth=ctx.stats.max_depth,
-    )
-
-
-def process_file(task: FileTask) -> FileResult:
-    """De-identify one file; every outcome (ok, quarantined, failed, skipped) is a row."""
-    started = time.perf_counter()
-    row: dict[str, Any] = {"input_id": task.input_id, "fingerprint": task.fingerprint}
-    ctx = HeaderContext(key=task.key)
-    try:
-        data = Path(task.path).read_bytes()
-        row["bytes_in"] = len(data)
-        read = read_input(data)
-        ds = read.ds
-        row["repaired"] = read.repaired
-        opts = task.options
-        ts_in = ds.file_meta.TransferSyntaxUID
-        row["transfer_syntax_in"] = str(ts_in)
-        row["modality"] = str(ds.get("Modality", "") or "")
-        row["burned_in_annotation_in"] = str(ds.get("BurnedInAnnotation", "") or "")
-        patient_key, row["shift_basis"] = _patient_key(ds)
-        if opts.profile.retain_long_modified_dates:
-            ctx.shift = date_shift(patient_key, task.key)
-        if opts.vocabulary:
-            from hidim.deidentify.clean import default_vocabulary
-
-            ctx.vocabulary = default_vocabulary() | opts.vocabulary
-        with quiet_pydicom():
-            pixels = clean_pixels(ds, opts.pixels)
-            row.update(
-                pixel_decision=pixels.decision,
-                pixel_reason=pixels.reason,
-                sector_source=pixels.sector_source,
-                masked_fraction=pixels.masked_fraction,
-                ocr_boxes=pixels.ocr_boxes,
-                ocr_boxes_in_sector=pixels.ocr_boxes_in_sector,
-            )
-            deidentify_header(ds, cached_plan(opts.profile), ctx)
-            ts_out = ts_in
-            if pixels.changed and pixels.frames is not None:
-                ts_out = write_pixels(
-                    ds, pixels.frames, photometric=pixels.photometric_out or "", ts_in=ts_in
-                )
-            mark_deidentified(ds, opts.profile, pixels_cleaned=pixels.changed)
-            payload = _serialise(ds, ts_out)
-            if opts.verify_output:
-                dcmread(io.BytesIO(payload)).get("PixelData")
-        _row_from_stats(row, ctx)
-        row.update(
-            transfer_syntax_out=str(ts_out),
-            study_uid=str(ds.get("StudyInstanceUID", "") or ""),
-            series_uid=str(ds.get("SeriesInstanceUID", "") or ""),
-            sop_uid=str(ds.SOPInstanceUID),
-            bytes_out=len(payload),
-        )
-        if pixels.quarantine_reason:
-            qdir = Path(task.quarantine_dir)
-            atomic_write_bytes(qdir / f"{task.input_id}.dcm", payload)
-            note = {"input_id": task.input_id, "reason": pixels.quarantine_reason}
-            atomic_write_text(qdir / f"{task.input_id}.json", json.dumps(note, indent=2))
-            row.update(status="quarantined", reason=pixels.quarantine_reason)
-            row["output"] = ""
-        else:
-            rel = _output_relpath(ds)
-            _write_release_file(Path(task.out_dir) / rel, payload)
-            row.update(status="ok", reason="", output=rel)
-    except RejectedInput as rejected:
-        row.update(status=rejected.status, reason=rejected.reason)
-    except Exception as exc:  # noqa: BLE001 - recorded, never echoing values
-        row.update(status="failed", reason=f"could not be de-identified ({type(exc).__name__})")
-    row["seconds"] = time.perf_counter() - started
-    return FileResult(row=row, reid=ctx.reid if row.get("status") != "failed" else {})
-
-
 def _inside(child: Path, parent: Path) -> bool:
     try:
         child.resolve().relative_to(parent.resolve())
@@ -268,32 +89,37 @@ def _inside(child: Path, parent: Path) -> bool:
 
 
 def _collect(inputs: Iterable[str | os.PathLike[str]], exclude: Sequence[Path]) -> list[Path]:
+    """Every file under ``inputs`` (resolved, deduplicated, in order), outside ``exclude``."""
+    excluded = [ex.resolve() for ex in exclude]
     files: list[Path] = []
-    for entry in inputs:
+    seen: set[Path] = set()
+
+    def add(candidate: Path) -> None:
+        resolved = candidate.resolve()
+        if resolved in seen or any(resolved.is_relative_to(ex) for ex in excluded):
+            return
+        seen.add(resolved)
+        files.append(resolved)
+
+    for n, entry in enumerate(inputs, start=1):
         path = Path(entry)
         if path.is_file():
-            files.append(path)
+            add(path)
         elif path.is_dir():
             for sub in sorted(path.rglob("*")):
-                if sub.is_file() and not any(_inside(sub, ex) for ex in exclude):
-                    files.append(sub)
+                if sub.is_file():
+                    add(sub)
         else:
             raise DeidentificationError(
                 f"expected input files or folders, got a path that does not exist (input "
-                f"#{len(files) + 1}); check the IN arguments"
+                f"#{n}); check the IN arguments"
             )
-    seen: set[str] = set()
-    unique = []
-    for f in files:
-        key = str(f.resolve())
-        if key not in seen:
-            seen.add(key)
-            unique.append(f)
-    return unique
+    return files
 
 
-def _input_id(path: Path, key: bytes) -> str:
-    message = b"hidim/input/v1\x00" + str(path.resolve()).encode("utf-8", "surrogateescape")
+def _input_id(resolved: Path, key: bytes) -> str:
+    """A keyed hash of the (resolved) input path: names an input without revealing it."""
+    message = b"hidim/input/v1\x00" + str(resolved).encode("utf-8", "surrogateescape")
     return hmac.new(key, message, hashlib.sha256).hexdigest()[:16]
 
 
@@ -377,16 +203,18 @@ def deidentify(
     out.mkdir(parents=True, exist_ok=True)
     files = _collect(inputs, exclude=[out, quarantine])
     audit_path = out / AUDIT_FILE
+    journal_path = out / JOURNAL_FILE
     previous = {r["input_id"]: r for r in read_audit(audit_path)}
+    previous.update((r["input_id"], r) for r in read_journal(journal_path))
     reid = read_reid_table(reid_path)
 
     rows: dict[str, dict[str, Any]] = {}
     tasks: list[FileTask] = []
-    path_rows = []
+    ids: list[str] = []
     for path in files:
         input_id = _input_id(path, key)
+        ids.append(input_id)
         fingerprint = _fingerprint(path)
-        path_rows.append((input_id, str(path)))
         before = previous.get(input_id)
         if (
             before is not None
@@ -408,34 +236,58 @@ def deidentify(
             )
         )
 
+    pending_rows: list[dict[str, Any]] = []
+    pending_reid: dict[tuple[str, str], str] = {}
+    last_flush = time.monotonic()
+
     def flush() -> None:
-        write_reid_table(reid_path, reid)  # before the audit marks files done
-        write_audit(audit_path, list(rows.values()))
+        nonlocal last_flush
+        # Pairs first: a file the journal marks done always has its pairs on disk.
+        append_reid_pairs(reid_path, pending_reid)
+        append_journal(journal_path, pending_rows)
+        pending_reid.clear()
+        pending_rows.clear()
+        last_flush = time.monotonic()
 
-    done = 0
-
-    def on_result(index: int, result: FileResult | TaskFailure) -> None:
-        nonlocal done
-        task = tasks[index]
+    def record(task: FileTask, result: FileResult | TaskFailure) -> None:
         if isinstance(result, TaskFailure):
             kind = result.error.split(":", 1)[0]
-            rows[task.input_id] = {
+            row = {
                 "input_id": task.input_id,
                 "fingerprint": task.fingerprint,
                 "status": "failed",
                 "reason": f"worker error ({kind})",
             }
         else:
-            rows[task.input_id] = result.row
-            reid.update(result.reid)
-        done += 1
-        if done % _FLUSH_EVERY == 0:
+            row = result.row
+            for pair, pseudonym in result.reid.items():
+                if reid.get(pair) != pseudonym:
+                    reid[pair] = pseudonym
+                    pending_reid[pair] = pseudonym
+        rows[task.input_id] = row
+        pending_rows.append(row)
+
+    chunks = _chunks(tasks, workers if not scheduler else 8)
+
+    def on_result(index: int, result: list[FileResult] | TaskFailure) -> None:
+        chunk = chunks[index]
+        if isinstance(result, TaskFailure):
+            for task in chunk:
+                record(task, result)
+        else:
+            for task, one in zip(chunk, result, strict=True):
+                record(task, one)
+        if (
+            len(pending_rows) >= _FLUSH_EVERY_FILES
+            or time.monotonic() - last_flush > _FLUSH_EVERY_SECONDS
+        ):
             flush()
 
     if tasks:
+        cached_plan(options.profile)  # built once here; forked workers inherit it
         run_tasks(
-            process_file,
-            tasks,
+            process_batch,
+            chunks,
             workers=workers,
             scheduler=scheduler,
             description="de-identifying",
@@ -444,11 +296,16 @@ def deidentify(
         )
     _mark_duplicates(rows)
     flush()
+    write_reid_table(reid_path, reid)
+    write_audit(audit_path, [rows[i] for i in ids])
+    journal_path.unlink(missing_ok=True)
     if log_path is not None:
-        lines = ["input_id,path"] + [f"{i},{json.dumps(p)}" for i, p in path_rows]
+        lines = ["input_id,path"] + [
+            f"{i},{json.dumps(str(p))}" for i, p in zip(ids, files, strict=True)
+        ]
         atomic_write_text(log_path, "\n".join(lines) + "\n")
         os.chmod(log_path, 0o600)
-    ordered = [rows[_input_id(p, key)] for p in files]
+    ordered = [rows[i] for i in ids]
     counts = {
         s: sum(1 for r in ordered if r["status"] == s)
         for s in ("ok", "quarantined", "failed", "skipped")
@@ -463,6 +320,15 @@ def deidentify(
     if show_progress:
         print_summary(ordered, console)
     return DeidSummary(rows=ordered, out_dir=out, reid_table=reid_path, quarantine_dir=quarantine)
+
+
+def _chunks(tasks: list[FileTask], workers: int) -> list[list[FileTask]]:
+    """Split tasks into chunks: one file each in-process (fine-grained progress), else about
+    four chunks per worker, at most ``_MAX_CHUNK`` files each (load balance vs. overhead)."""
+    if workers <= 1:
+        return [[t] for t in tasks]
+    size = max(1, min(_MAX_CHUNK, -(-len(tasks) // (workers * 4))))
+    return [tasks[i : i + size] for i in range(0, len(tasks), size)]
 
 
 def _mark_duplicates(rows: dict[str, dict[str, Any]]) -> None:

@@ -13,7 +13,8 @@ Cleaning (:func:`clean_pixels`):
   everything outside it is blanked;
 * without a sector (screenshots, single-frame ultrasound without regions, X-ray...): text
   found by OCR (:mod:`hidim.deidentify.ocr`) on the static content of the clip and on sampled
-  frames is blanked;
+  frames is blanked; words read in a sampled frame but not in the static content (text that
+  moves per frame) are tracked through every frame and blanked wherever they are;
 * a file that needs a text check that cannot be done (OCR unavailable or disabled, pixels
   that cannot be decoded) is reported for quarantine, never released unchecked.
 
@@ -27,9 +28,16 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 
-from hidim.deidentify.ocr import boxes_to_mask, detect_text, tesseract_available
+from hidim.deidentify.ocr import (
+    TextBox,
+    boxes_to_mask,
+    detect_text,
+    tesseract_available,
+    track_boxes,
+)
 from hidim.deidentify.sector import find_sector
 
 __all__ = [
@@ -40,6 +48,7 @@ __all__ = [
     "decode_frames",
     "display_gray",
     "clean_pixels",
+    "clear_overlay_bits",
 ]
 
 #: Modalities whose images routinely carry burned-in text (always checked in "auto" mode).
@@ -90,6 +99,63 @@ class PixelOutcome:
     ocr_boxes: int = 0
     ocr_boxes_in_sector: int = 0
     quarantine_reason: str | None = None
+
+
+def clear_overlay_bits(ds: Dataset) -> int:
+    """Zero the bits of native pixel data that are not image: retired overlay planes embedded
+    in the unused high bits (``OverlayBitPosition`` without ``OverlayData``), which removing
+    the 60xx group would hide from viewers but leave in the file.
+
+    For unsigned pixels every bit outside ``BitsStored`` is cleared; for signed pixels (whose
+    unused bits may carry the sign) only the planes the overlay groups name.
+
+    Call it before the header pass (which removes the 60xx groups).
+
+    Returns:
+        Number of pixel samples that changed (0 when there was nothing to clear).
+    """
+    raw = ds._dict.get(0x7FE00010)  # type: ignore[call-overload]
+    meta = getattr(ds, "file_meta", None)
+    ts = meta.get("TransferSyntaxUID") if meta is not None else None
+    if raw is None or ts is None or ts.is_compressed:
+        return 0
+    groups = {t >> 16 for t in ds._dict if 0x6000 <= t >> 16 <= 0x60FF and not (t >> 16) & 1}
+    try:
+        allocated, stored = int(ds.BitsAllocated), int(ds.BitsStored)
+        high = int(ds.get("HighBit", stored - 1))
+        signed = int(ds.get("PixelRepresentation", 0) or 0) == 1
+    except (AttributeError, TypeError, ValueError):
+        return 0
+    if not groups or allocated not in (8, 16, 32) or stored >= allocated:
+        return 0
+    image_bits = ((1 << stored) - 1) << max(0, high - stored + 1)
+    if signed:
+        planes = 0
+        for group in groups:
+            position = ds.get((group << 16) | 0x0102)
+            if position is not None and ((group << 16) | 0x3000) not in ds._dict:
+                bit = int(position.value or 0)
+                if 0 <= bit < allocated and not (image_bits >> bit) & 1:
+                    planes |= 1 << bit
+        keep = ((1 << allocated) - 1) & ~planes
+    else:
+        keep = image_bits
+    value = raw.value
+    if not isinstance(value, bytes) or not value:
+        return 0
+    order = "<" if ds.original_encoding[1] in (True, None) else ">"
+    usable = len(value) - len(value) % (allocated // 8)
+    samples = np.frombuffer(value[:usable], dtype=f"{order}u{allocated // 8}")
+    dirty = (samples & ~np.array(keep, samples.dtype)) != 0
+    changed = int(dirty.sum())
+    if not changed:
+        return 0
+    cleaned = (samples & np.array(keep, samples.dtype)).tobytes() + value[usable:]
+    if isinstance(raw, RawDataElement):
+        ds._dict[0x7FE00010] = raw._replace(value=cleaned, length=len(cleaned))  # type: ignore[index]
+    else:
+        raw.value = cleaned
+    return changed
 
 
 def _has_pixels(ds: Dataset) -> bool:
@@ -173,16 +239,33 @@ def _is_ultrasound(ds: Dataset) -> bool:
     return modality in ("US", "IVUS") or str(ds.get("SOPClassUID", "")) in _ULTRASOUND_CLASSES
 
 
-def _ocr_images(gray: np.ndarray, max_frames: int) -> list[np.ndarray]:
-    """The static composite of a clip (median over sampled frames) plus a few frames."""
+def _ocr_images(gray: np.ndarray, max_frames: int) -> list[tuple[int | None, np.ndarray]]:
+    """The static composite of a clip (median over sampled frames, index ``None``) plus a
+    few frames (with their index)."""
     t = gray.shape[0]
     if t == 1:
-        return [gray[0]]
+        return [(0, gray[0])]
     idx = np.unique(np.linspace(0, t - 1, min(t, 16)).round().astype(int))
-    images = [np.median(gray[idx], axis=0)]
+    images: list[tuple[int | None, np.ndarray]] = [(None, np.median(gray[idx], axis=0))]
     picks = np.unique(np.linspace(0, t - 1, max(1, max_frames)).round().astype(int))
-    images.extend(gray[i] for i in picks)
+    images.extend((int(i), gray[i]) for i in picks)
     return images
+
+
+def _moving_words(
+    gray: np.ndarray, static: np.ndarray, index: int, boxes: list[TextBox]
+) -> list[tuple[int, TextBox]]:
+    """Words read in frame ``index`` that are not in the clip's static composite (text that
+    moves or changes from frame to frame)."""
+    seeds = []
+    for b in boxes:
+        if b.source != "ocr":
+            continue
+        here = gray[index, b.top : b.top + b.height, b.left : b.left + b.width]
+        there = static[b.top : b.top + b.height, b.left : b.left + b.width]
+        if here.size and float(np.abs(here - there).mean()) > 8.0:
+            seeds.append((index, b))
+    return seeds
 
 
 def clean_pixels(ds: Dataset, policy: PixelPolicy) -> PixelOutcome:
@@ -229,9 +312,16 @@ def clean_pixels(ds: Dataset, policy: PixelPolicy) -> PixelOutcome:
                     quarantine_reason=f"burned-in text check needs OCR, which is {why}",
                 )
         else:
-            boxes = []
-            for image in _ocr_images(gray, policy.max_ocr_frames):
-                boxes.extend(detect_text(image, min_conf=policy.min_conf))
+            boxes: list[TextBox] = []
+            seeds: list[tuple[int, TextBox]] = []
+            images = _ocr_images(gray, policy.max_ocr_frames)
+            for index, image in images:
+                found = detect_text(image, min_conf=policy.min_conf)
+                boxes.extend(found)
+                if index is not None and gray.shape[0] > 1:
+                    seeds.extend(_moving_words(gray, images[0][1], index, found))
+            if seeds:
+                boxes.extend(track_boxes(gray, seeds))  # text that moves per frame
             n_boxes = sum(1 for b in boxes if b.source == "ocr")
             text_mask = boxes_to_mask(boxes, shape, pad=policy.pad_px)
             if has_sector:

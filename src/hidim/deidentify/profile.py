@@ -224,7 +224,18 @@ CLASS_UID_TAGS: frozenset[int] = frozenset(
 _TEXT_VRS = frozenset({"LO", "SH", "ST", "LT", "UT", "UC", "PN"})
 _BINARY_OR_SQ = frozenset({"SQ", "OB", "OW", "OF", "OD", "OL", "OV", "UN", ""})
 _TEMPORAL_VRS = frozenset({"DA", "DT", "TM"})
-_DESCRIPTOR_WORDS = ("Comment", "Address", "Telephone", "Telecom")
+_DESCRIPTOR_WORDS = (
+    "Comment",
+    "Address",
+    "Telephone",
+    "Telecom",
+    "Notes",
+    "Remark",
+    "Reason",
+    "Explanation",
+    "Narrative",
+    "History",
+)
 
 
 def _parse_row(raw: Mapping[str, str]) -> ProfileRow:
@@ -307,6 +318,10 @@ class HeaderPlan:
         text_tags: Public tags with a text VR (LO, SH, ST, LT, UT, UC, PN).
         options: The options the plan was built from.
         remove_unknown_public: Remove public tags the data dictionary does not know.
+        vrs: ``{tag: VR}`` of the data dictionary (first VR of ambiguous ones), for elements
+            read without a VR (implicit VR) or as ``UN``.
+        dispatch: What the header walk looks up per element: ``ops`` plus ``RECURSE`` for
+            every other known sequence (a plain dict: one lookup per element).
     """
 
     ops: Mapping[int, Operation]
@@ -317,6 +332,8 @@ class HeaderPlan:
     text_tags: frozenset[int]
     options: ProfileOptions
     remove_unknown_public: bool
+    vrs: Mapping[int, str] = field(default_factory=dict)
+    dispatch: Mapping[int, Operation] = field(default_factory=dict)
 
 
 def _tag_int(tag: str) -> int | None:
@@ -324,6 +341,14 @@ def _tag_int(tag: str) -> int | None:
     if m is None or not all(c in "0123456789ABCDEF" for c in m.group(1) + m.group(2)):
         return None
     return int(m.group(1) + m.group(2), 16)
+
+
+@lru_cache(maxsize=1)
+def _retired() -> frozenset[int]:
+    """Tags the data dictionary marks as retired."""
+    from pydicom.datadict import DicomDictionary
+
+    return frozenset(int(t) for t, entry in DicomDictionary.items() if entry[3])
 
 
 @lru_cache(maxsize=1)
@@ -345,6 +370,17 @@ def _dictionary() -> tuple[dict[int, tuple[str, str]], dict[int, int]]:
                 pairs[tag] = partner
     return entries, pairs
 
+
+#: Attributes the table does not name that hidim removes in strict mode: encrypted copies of
+#: the original attributes (PHI, reversibly encrypted), and the file-set ID of the media the
+#: file came from (often the patient's name or MRN).
+_STRICT_REMOVALS = frozenset(
+    {
+        0x04000500,  # EncryptedAttributesSequence
+        0x04000520,  # EncryptedContent
+        0x00880130,  # StorageMediaFileSetID
+    }
+)
 
 _PSEUDONYM_TAGS = {
     0x00100020: Operation.PSEUDONYM_ID,
@@ -378,10 +414,21 @@ def _operation(action: Action, vr: str, options: ProfileOptions) -> Operation:
     }[action]
 
 
-def _strict_operation(tag: int, vr: str, keyword: str, options: ProfileOptions) -> Operation:
+#: Free text of content items and graphic/waveform annotations. Type 1 in their items, so a
+#: dummy replaces them (unless a clean option keeps cleaned text).
+_CONTENT_TEXT_TAGS = frozenset({0x0040A160, 0x00700006})  # TextValue, UnformattedTextValue
+
+
+def _strict_operation(
+    tag: int, vr: str, keyword: str, options: ProfileOptions, *, retired: bool = False
+) -> Operation:
     """hidim's extras for attributes the table does not name (``strict=True``)."""
     if vr == "SQ":
         return Operation.RECURSE
+    if tag in _CONTENT_TEXT_TAGS:
+        if options.clean_structured_content or options.clean_graphics:
+            return Operation.CLEAN_TEXT
+        return Operation.DUMMY
     if vr == "UI":
         if tag in CLASS_UID_TAGS or options.retain_uids:
             return Operation.KEEP
@@ -394,7 +441,9 @@ def _strict_operation(tag: int, vr: str, keyword: str, options: ProfileOptions) 
         return Operation.SHIFT_TIME if options.retain_long_modified_dates else Operation.REMOVE
     if vr in ("UR", "AE"):
         return Operation.REMOVE
-    if vr in _TEXT_VRS and any(w in keyword for w in _DESCRIPTOR_WORDS):
+    if vr in _TEXT_VRS and (retired or any(w in keyword for w in _DESCRIPTOR_WORDS)):
+        # Free text whose meaning the profile does not pin down: a comment, note, reason,
+        # or a retired attribute that no current IOD defines.
         return Operation.CLEAN_TEXT if options.clean_descriptors else Operation.REMOVE
     return Operation.KEEP
 
@@ -424,20 +473,23 @@ def build_plan(
     sequences = frozenset(t for t, (vr, _) in entries.items() if vr == "SQ")
 
     if options.strict:
+        retired = _retired()
         for tag, (vr, keyword) in entries.items():
             if tag >> 16 in (0x0002, 0xFFFE) or (tag & 0xFFFF) == 0:
                 continue
             if "x" in f"{tag:08x}" or vr in ("", "NONE"):
                 continue
-            op = _strict_operation(tag, vr.split(" or ")[0], keyword, options)
+            op = _strict_operation(
+                tag, vr.split(" or ")[0], keyword, options, retired=tag in retired
+            )
             if op is not Operation.KEEP:
                 ops[tag] = op
 
     for row in rows:
-        tag = _tag_int(row.tag)
-        if tag is None:
+        row_tag = _tag_int(row.tag)
+        if row_tag is None:
             continue  # patterns (50XX, 60XX, private) are structural, see header.py
-        vr = entries.get(tag, ("", ""))[0].split(" or ")[0]
+        vr = entries.get(row_tag, ("", ""))[0].split(" or ")[0]
         action = effective_code(row, options)
         op = _operation(action, vr, options)
         dates_col = row.options.get(OptionColumn.RETAIN_LONG_MODIFIED_DATES)
@@ -453,7 +505,11 @@ def build_plan(
             # X on an attribute of a standard IOD: empty it instead. It carries no
             # information either way, and a Type 2 attribute must stay present to be valid.
             op = Operation.EMPTY
-        ops[tag] = op
+        ops[row_tag] = op
+
+    if options.strict:
+        for tag in _STRICT_REMOVALS:
+            ops[tag] = Operation.REMOVE
 
     if options.pseudonymize_ids:
         for tag, op in _PSEUDONYM_TAGS.items():
@@ -463,6 +519,8 @@ def build_plan(
     if options.safe_list is not None:
         ops = _apply_safe_list(ops, options.safe_list, entries)
 
+    dispatch = {t: Operation.RECURSE for t in sequences}
+    dispatch.update(ops)
     return HeaderPlan(
         ops=MappingProxyType(ops),
         known_sequences=sequences,
@@ -474,6 +532,10 @@ def build_plan(
         ),
         options=options,
         remove_unknown_public=options.strict or options.safe_list is not None,
+        vrs=MappingProxyType(
+            {t: vr.split(" or ")[0] for t, (vr, _) in entries.items() if "x" not in f"{t:08x}"}
+        ),
+        dispatch=dispatch,
     )
 
 

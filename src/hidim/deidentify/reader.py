@@ -7,6 +7,7 @@ Outcomes for bad inputs (never raised as a crash of the batch):
   (``repaired``: the output gets a proper preamble and file meta);
 * truncated (an element or the pixel data shorter than its length says, a missing sequence
   delimiter at end of file) → rejected: hidim never writes a corrupt output;
+* bytes appended after complete pixel data (junk, text) → dropped (``repaired``);
 * a DICOMDIR → skipped (a de-identified DICOMDIR would point at the old file names).
 
 Messages never contain values from the file.
@@ -22,8 +23,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from pydicom import config, dcmread
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.errors import InvalidDicomError
+from pydicom.tag import BaseTag
 from pydicom.uid import (
     ExplicitVRBigEndian,
     ExplicitVRLittleEndian,
@@ -89,16 +92,38 @@ def quiet_pydicom() -> Iterator[list[str]]:
 
 def _truncated(ds: Dataset) -> bool:
     """Whether any raw element holds fewer bytes than its length says (recursively)."""
-    for elem in ds._dict.values():
-        value = getattr(elem, "value", None)
-        length = getattr(elem, "length", None)
-        if isinstance(value, bytes) and isinstance(length, int) and length != 0xFFFFFFFF:
-            if len(value) < length:
-                return True
-        if getattr(elem, "VR", None) == "SQ" and not isinstance(value, bytes) and value:
-            for item in value:
-                if isinstance(item, Dataset) and _truncated(item):
-                    return True
+    return any(_truncated_element(elem) for elem in ds._dict.values())
+
+
+def _drop_trailing_junk(ds: Dataset) -> bool:
+    """Repair a file whose only short elements are bytes after a complete pixel data element
+    (junk or text appended to the file, read by pydicom as elements). Those elements are
+    dropped; returns False (nothing changed) when anything before them is short."""
+    pixels = ds._dict.get(0x7FE00010)  # type: ignore[call-overload]
+    if type(pixels) is not RawDataElement or not isinstance(pixels.value, bytes):
+        return False
+    end = pixels.value_tell + len(pixels.value)
+    trailing = []
+    for tag, elem in ds._dict.items():
+        after = type(elem) is RawDataElement and elem.value_tell > end
+        if after:
+            trailing.append(tag)
+        elif _truncated_element(elem):
+            return False
+    if not trailing:
+        return False
+    for tag in trailing:
+        del ds._dict[tag]
+    return not _truncated(ds)
+
+
+def _truncated_element(elem: object) -> bool:
+    value = getattr(elem, "value", None)
+    length = getattr(elem, "length", None)
+    if isinstance(value, bytes) and isinstance(length, int) and length != 0xFFFFFFFF:
+        return len(value) < length
+    if getattr(elem, "VR", None) == "SQ" and not isinstance(value, bytes) and value:
+        return any(isinstance(item, Dataset) and _truncated(item) for item in value)
     return False
 
 
@@ -139,6 +164,10 @@ def read_input(data: bytes) -> ReadResult:
         try:
             _ = [ds[t] for t in (0x00080016, 0x00080018) if t in ds._dict]
             truncated = _truncated(ds)
+            if truncated and _drop_trailing_junk(ds):
+                truncated = False
+                messages.clear()  # the warnings were about the bytes dropped
+                repaired = repaired or "bytes after the pixel data that are not DICOM: dropped"
         except Exception as exc:  # noqa: BLE001
             raise RejectedInput(f"unreadable DICOM ({type(exc).__name__})") from None
     if truncated or any("End of file" in m or "truncat" in m.lower() for m in messages):
@@ -164,7 +193,7 @@ def read_input(data: bytes) -> ReadResult:
         ds.file_meta = meta
     if "PixelData" in ds._dict and not meta.TransferSyntaxUID.is_compressed:
         expected = _expected_pixel_bytes(ds)
-        actual = len(ds._dict[0x7FE00010].value or b"")
+        actual = len(ds._dict[BaseTag(0x7FE00010)].value or b"")
         if expected is not None and actual < expected:
             raise RejectedInput(f"truncated pixel data ({actual} of {expected} bytes): not written")
     return ReadResult(ds=ds, repaired=repaired)

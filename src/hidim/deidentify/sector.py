@@ -8,7 +8,7 @@ Two sources, best first:
 2. The images themselves (cine loops): pixels that change across frames are the live image,
    static pixels are overlay (text, calipers, logos). The largest moving component, filled
    to its convex hull (the fan geometry of sector and curvilinear probes, the rectangle of
-   linear probes), is the sector.
+   linear probes), is the sector; short moving bands (text that moves per frame) are not.
 
 When both exist the sector is the regions intersected with the moving fan (a region
 rectangle also holds the static corners around a fan, where text often sits). Everything
@@ -73,15 +73,27 @@ def regions_mask(ds: Dataset, shape: tuple[int, int]) -> tuple[np.ndarray | None
 
 
 def motion_mask(
-    gray: np.ndarray, *, threshold: float = 3.0, min_fraction: float = 0.05, max_frames: int = 48
+    gray: np.ndarray,
+    *,
+    threshold: float = 3.0,
+    min_fraction: float = 0.05,
+    max_frames: int = 48,
+    min_height: float = 0.12,
 ) -> np.ndarray | None:
     """The moving fan of a cine loop as a filled convex region (``None`` if not found).
+
+    The largest moving component is the fan. Other moving components join it (split fans,
+    M-mode and Doppler strips) when they are at least a tenth of its size *and* at least
+    ``min_height`` of the frame tall: a line of burned-in text that moves from frame to frame
+    (a scrolling name, a label drawn at a new place in every frame) is a short band, and it
+    must not pull the convex hull — which is kept bit-identical — over itself.
 
     Args:
         gray: ``[T, H, W]`` display luminance (0-255), T ≥ 2.
         threshold: Minimum temporal standard deviation (grey levels) of a moving pixel.
         min_fraction: Smallest sector accepted, as a fraction of the frame.
         max_frames: Frames sampled evenly to estimate the motion.
+        min_height: Smallest height (fraction of the frame) of a secondary moving component.
 
     Returns:
         Boolean ``[H, W]`` or ``None`` when too little of the frame moves.
@@ -99,9 +111,16 @@ def motion_mask(
     if n == 0:
         return None
     sizes = ndimage.sum(moving, labels, index=np.arange(1, n + 1))
-    biggest = int(np.argmax(sizes)) + 1
-    # Keep components at least a tenth of the biggest (split fans, colour boxes).
-    keep = np.isin(labels, 1 + np.flatnonzero(sizes >= 0.1 * sizes[biggest - 1]))
+    objects = ndimage.find_objects(labels)
+    biggest = int(np.argmax(sizes))
+    tall = min_height * gray.shape[1]
+    chosen = [
+        i
+        for i in range(n)
+        if i == biggest
+        or (sizes[i] >= 0.1 * sizes[biggest] and objects[i][0].stop - objects[i][0].start >= tall)
+    ]
+    keep = np.isin(labels, 1 + np.asarray(chosen))
     if keep.sum() < min_fraction * keep.size:
         return None
     hull = convex_hull_image(keep)
