@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.hidim-installed
 APT_PACKAGES := tesseract-ocr tesseract-ocr-eng dicom3tools dcmtk chromium
 DEMO_OUT ?= demo-out
-PYTEST_ARGS ?=
+PYTEST_ARGS ?= -n 2
 
 .PHONY: demo test setup system-deps lint bench clean
 
