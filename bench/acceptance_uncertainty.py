@@ -9,9 +9,10 @@ Run: ``OMP_NUM_THREADS=1 .venv/bin/python bench/acceptance_uncertainty.py --out 
    series that slipped past metadata QC, so the *model* must refuse it).
 2. four runs with ``hidim.training.train``: an evidential classifier (EF < 40 %) with its
    feature-density gate fitted after training; a deep ensemble of plain binary classifiers
-   (uncertainty = member spread, what ``hidim predict`` reports for ensembles); a deep
-   ensemble of evidential classifiers (scored both by member spread and by the members'
-   mean evidential uncertainty); a Cox model on image + age + sex with a memory bank of 64.
+   (uncertainty = member spread, what ``hidim predict`` reports for them); a deep ensemble
+   of evidential classifiers (scored both by the members' mean evidential uncertainty, what
+   ``hidim predict`` reports for them, and by the member spread); a Cox model on image +
+   age + sex with a memory bank of 64.
 3. ``hidim.training.predict`` on the test store and on the OOD store; the abstain threshold
    is fitted on the *validation* studies for 95 % coverage
    (:func:`hidim.evaluate.uncertainty.fit_abstention_threshold`) and applied unchanged.
@@ -152,56 +153,6 @@ def _config(store: Path, head: str, tabular: tuple[str, ...] = (), **task: Any) 
     return config_from_dict(raw)
 
 
-def _pass_epoch_to_heads() -> None:
-    """Stand-in until ``HidimModule.on_train_epoch_start`` calls ``head.set_epoch``: the
-    evidential head's KL annealing needs the epoch (and refuses to guess it)."""
-    from hidim.training.module import HidimModule
-
-    original = HidimModule.on_train_epoch_start
-    if getattr(original, "_sets_head_epoch", False):
-        return
-
-    def on_train_epoch_start(self: Any) -> None:
-        original(self)
-        if hasattr(self.head, "set_epoch"):
-            self.head.set_epoch(self.current_epoch)
-
-    on_train_epoch_start._sets_head_epoch = True  # type: ignore[attr-defined]
-    HidimModule.on_train_epoch_start = on_train_epoch_start  # type: ignore[method-assign]
-
-
-def _fit_density_after_training() -> None:
-    """Stand-in until the training loop fits post-training head state generically: heads
-    with ``fit_density`` get the training split's features (head inputs, centre clips, eval
-    mode) and targets, right where ``_fit_baseline`` fits the Cox baseline."""
-    import hidim.training.train as tr
-
-    original = tr._fit_baseline
-    if getattr(original, "_fits_density", False):
-        return
-
-    @torch.no_grad()
-    def fit_baseline_and_density(module: Any, dm: Any) -> None:
-        original(module, dm)
-        head = module.head
-        if not hasattr(head, "fit_density"):
-            return
-        feats: list[torch.Tensor] = []
-        hook = head.register_forward_hook(lambda m, inp, out: feats.append(inp[0].float().cpu()))
-        targets = []
-        module.eval()
-        try:
-            for batch in dm._loader(dm.dataset("train", sampling="centre"), shuffle=False):
-                module(batch)
-                targets.append(batch["target"].cpu())
-        finally:
-            hook.remove()
-        head.fit_density(torch.cat(feats), torch.cat(targets))
-
-    fit_baseline_and_density._fits_density = True  # type: ignore[attr-defined]
-    tr._fit_baseline = fit_baseline_and_density
-
-
 def _train(
     store: Path,
     out: Path,
@@ -213,8 +164,6 @@ def _train(
 ) -> Path:
     from hidim.training.train import train
 
-    _pass_epoch_to_heads()
-    _fit_density_after_training()
     run = out / name
     if not (run / "predictions.parquet").is_file():
         t0 = time.perf_counter()
@@ -228,8 +177,9 @@ def _abstention(
 ) -> dict[str, Any]:
     """Abstention on test and OOD studies with the threshold fitted on validation studies.
 
-    ``column``: ``uncertainty`` (what ``hidim predict`` chose: ensemble spread for
-    ensembles) or ``uncertainty_head`` (the heads' own uncertainty, averaged over members).
+    ``column``: ``uncertainty`` (what ``hidim predict`` chose: for ensembles of evidential
+    heads the members' mean head uncertainty, for other ensembles the member spread) or
+    ``uncertainty_spread`` (the member spread, reported next to it for every ensemble).
     """
     from hidim.evaluate.uncertainty import ood_abstention_summary
     from hidim.training.predict import predict
@@ -251,7 +201,7 @@ def _abstention(
     src = (
         studies["uncertainty_source"].iloc[0]
         if column == "uncertainty"
-        else "head (mean of members)"
+        else "member spread (uncertainty_spread)"
     )
     print(
         f"\n[{label}] uncertainty = {src}; threshold {summary['threshold']:.4g} (val, coverage {COVERAGE})"
@@ -332,13 +282,13 @@ def main() -> None:
             ood,
             kind_of,
             f"ensemble x{ENSEMBLE} of evidential heads, member spread",
+            column="uncertainty_spread",
         ),
         "evidential_ensemble_mean": _abstention(
             out / "evidential_ensemble",
             ood,
             kind_of,
             f"ensemble x{ENSEMBLE} of evidential heads, mean head uncertainty",
-            column="uncertainty_head",
         ),
         "survival": _survival(
             _train(store, out, "cox", "cox", tabular=("age", "sex"), memory_size=64), phantom

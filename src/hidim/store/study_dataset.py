@@ -121,6 +121,17 @@ class StudyDataset(Dataset[dict[str, Any]]):
         """Names of the ``tabular`` features."""
         return self.clips.tabular_names
 
+    @property
+    def studies(self) -> tuple[tuple[str, tuple[tuple[int, ...], ...]], ...]:
+        """Item ``i``'s ``(study_uid, slots)``: per view (in ``views`` order), the row
+        indices into ``clips.rows`` of that study's series (empty tuple: view missing).
+
+        A read-only copy; item order is the dataset's index order.
+        """
+        return tuple(
+            (study, tuple(tuple(rows) for rows in slots)) for study, slots in self._studies
+        )
+
     def set_epoch(self, epoch: int) -> None:
         """Change random draws made with a fixed seed (call once per epoch)."""
         self.epoch = int(epoch)

@@ -209,7 +209,7 @@ def build_dataset(
                 for s, p in zip(rows["study_uid"], rows["patient_key"], strict=True)
                 if p in wanted
             }
-            indices = [i for i, (study, _) in enumerate(base._studies) if study in keep]  # type: ignore[union-attr]
+            indices = [i for i, (study, _) in enumerate(base.studies) if study in keep]  # type: ignore[union-attr]
         else:
             if sampling == "all":
                 raise TrainingError(
@@ -357,10 +357,7 @@ class HidimDataModule(L.LightningDataModule):
         base = ds.base.clips if isinstance(ds.base, StudyDataset) else ds.base
         labels = base.labels
         if isinstance(ds.base, StudyDataset):
-            first_rows = [
-                next(r[0] for r in slots if r)
-                for _, slots in ds.base._studies  # type: ignore[attr-defined]
-            ]
+            first_rows = [next(r[0] for r in slots if r) for _, slots in ds.base.studies]
             rows = np.asarray([first_rows[i] for i in ds.indices], dtype=int)
         else:  # training sampling is random/centre: item i is row i
             rows = np.asarray(ds.indices, dtype=int)

@@ -5,11 +5,14 @@ non-overlapping) and each clip is scored by every member of the run (one model, 
 or the CV folds). A study's prediction is the mean over its clips — test-time averaging,
 as EchoNet-Dynamic averages beat-to-beat — and over members.
 
-``uncertainty`` per study is, by priority: the spread (SD) of the members' study scores
-(ensemble / folds), the spread over MC-dropout passes (``uncertainty.mc_dropout_samples``),
-the head's own (entropy for classification, predicted SD for heteroscedastic regression),
-and otherwise the clip-to-clip SD of the score within the study. ``uncertainty_source``
-says which. ``abstain`` flags studies whose uncertainty exceeds a threshold calibrated on
+``uncertainty`` per study is, by priority: for ensembles, the members' mean head
+uncertainty when the head's is epistemic (evidential heads: ``ensemble_head_mean``; the spread of the members'
+study scores is kept as ``uncertainty_spread``, since the spread alone misses
+out-of-distribution inputs all members agree on) and otherwise that spread
+(``ensemble_sd``); the spread over MC-dropout passes (``uncertainty.mc_dropout_samples``);
+the head's own (entropy for classification, ``K / S`` for evidential, predicted SD for
+heteroscedastic regression); and otherwise the clip-to-clip SD of the score within the
+study. ``uncertainty_source`` says which. ``abstain`` flags studies whose uncertainty exceeds a threshold calibrated on
 the validation split so that ``uncertainty.coverage`` of validation studies are answered.
 
 Outputs (Parquet): ``predictions.parquet`` (per study), ``predictions_clips.parquet``, and
@@ -76,6 +79,18 @@ def abstention_threshold(val_uncertainty: np.ndarray, coverage: float) -> float 
     if u.size == 0:
         return None
     return fit_abstention_threshold(u, coverage)
+
+
+@torch.no_grad()
+def _epistemic_head(head: Any) -> bool:
+    """Heads whose own ``uncertainty`` is epistemic (evidential: grows off the training data).
+
+    Entropy of a plain classifier is aleatoric; for those ensembles the spread stays the
+    uncertainty (Lakshminarayanan et al. 2017).
+    """
+    from hidim.tasks.evidential import EvidentialClassificationHead, EvidentialRegressionHead
+
+    return isinstance(head, (EvidentialClassificationHead, EvidentialRegressionHead))
 
 
 @torch.no_grad()
@@ -405,7 +420,14 @@ def predict(
         studies["value"] = studies["score"]
     source = "clip_sd"
     unc = studies["clip_sd"].to_numpy()
-    if "member_sd" in studies and studies["member_sd"].notna().any():
+    ensemble = "member_sd" in studies and bool(studies["member_sd"].notna().any())
+    if ensemble:
+        studies["uncertainty_spread"] = studies["member_sd"].to_numpy()
+    if ensemble and "uncertainty_head" in studies and _epistemic_head(bundle.model.head):
+        # members' own uncertainty, averaged: the spread alone misses inputs every member
+        # is confidently wrong about (far-OOD), the heads' uncertainty does not
+        source, unc = "ensemble_head_mean", studies["uncertainty_head"].to_numpy()
+    elif ensemble:
         source, unc = "ensemble_sd", studies["member_sd"].to_numpy()
     elif "mc_sd" in studies:
         source, unc = "mc_dropout_sd", studies["mc_sd"].to_numpy()

@@ -144,18 +144,23 @@ def _prepare_head(module: HidimModule, dm: HidimDataModule) -> None:
         fit_target(arrays["target"])
 
 
+def _train_loader(dm: HidimDataModule) -> Any:
+    """The training split (training folds in CV) with centre clips, in a fixed order."""
+    ds = dm.dataset(
+        "train" if dm.fold is None else ["train", "val"],
+        sampling="centre",
+        patients=None if dm.fold is None else dm.fold[0],
+    )
+    return dm._loader(ds, shuffle=False)
+
+
 @torch.no_grad()
 def _fit_baseline(module: HidimModule, dm: HidimDataModule) -> None:
     """Cox heads: Breslow baseline hazard on the training split (centre clips, eval mode)."""
     fit_baseline = getattr(module.head, "fit_baseline", None)
     if not callable(fit_baseline):
         return
-    ds = dm.dataset(
-        "train" if dm.fold is None else ["train", "val"],
-        sampling="centre",
-        patients=None if dm.fold is None else dm.fold[0],
-    )
-    loader = dm._loader(ds, shuffle=False)
+    loader = _train_loader(dm)
     module.eval()
     etas, times, events = [], [], []
     for batch in loader:
@@ -164,6 +169,34 @@ def _fit_baseline(module: HidimModule, dm: HidimDataModule) -> None:
         times.append(batch["time"].cpu())
         events.append(batch["event"].cpu())
     fit_baseline(torch.cat(etas), torch.cat(times).numpy(), torch.cat(events).numpy())
+
+
+@torch.no_grad()
+def _fit_density(module: HidimModule, dm: HidimDataModule) -> None:
+    """Heads with ``fit_density`` (evidential): feature density of the head's inputs
+    ``[N, D]`` and targets ``[N]`` on the training split (centre clips, eval mode).
+
+    The fitted buffers are part of the head's ``state_dict``, so :func:`_save_model` stores
+    them and ``load_run`` restores them.
+    """
+    fit_density = getattr(module.head, "fit_density", None)
+    if not callable(fit_density):
+        return
+    feats: list[torch.Tensor] = []
+    targets: list[torch.Tensor] = []
+    hook = module.head.register_forward_hook(
+        lambda _m, inputs, _out: feats.append(inputs[0].detach().float().cpu())
+    )
+    module.eval()
+    try:
+        for batch in _train_loader(dm):
+            module(batch)
+            targets.append(batch["target"].cpu())
+    finally:
+        hook.remove()
+    if not feats:
+        raise TrainingError("fit_density: the training split yielded no batches")
+    fit_density(torch.cat(feats), torch.cat(targets))
 
 
 def _save_model(module: HidimModule, path: Path) -> None:
@@ -293,6 +326,7 @@ def train_member(
         state = torch.load(best, map_location="cpu", weights_only=False)["state_dict"]
         module.load_state_dict(state)
     _fit_baseline(module, dm)
+    _fit_density(module, dm)
     _save_model(module, out / "checkpoints" / MODEL_FILE)
     atomic_write_text(out / PREPROCESSING_FILE, json.dumps(_preprocessing(dm, module), indent=2))
     score = ckpt.best_model_score
