@@ -118,3 +118,27 @@ def test_estimated_phases_agree_with_the_phantom_truth(tiny_run: Path) -> None:
         truth = index.frame_phases(item["series_key"], item["clip_start"], 16)
         agreement.append((estimate_phases(item["clip"]).phase == truth.phase).mean())
     assert np.mean(agreement) > 0.75, agreement
+
+
+def test_fairness_sweep_trains_per_weight_and_resumes(tiny_run: Path) -> None:
+    """The λ sweep (fairness wiring) on the tiny store: one run per weight, a trade-off
+    file the audit can embed, and finished weights are not trained again."""
+    from hidim.training.bundle import load_run
+    from hidim.training.config import FairnessConfig
+    from hidim.training.fairness import fairness_sweep
+
+    cfg = load_run(tiny_run / "run").config
+    cfg = cfg.model_copy(
+        update={"fairness": FairnessConfig(kind="demographic_parity", group="sex", weight=1.0)}
+    )
+    out = tiny_run / "sweep"
+    result = fairness_sweep(cfg, [0.0, 1.0], out, split="train", n_boot=20)
+    assert [p["weight"] for p in result["tradeoff"]] == [0.0, 1.0]
+    assert result["performance_metric"] == "auroc"
+    assert result["disparity_metric"].startswith("selection_rate range")
+    assert (out / "tradeoff.png").read_bytes()[:4] == b"\x89PNG"
+    assert json.loads((out / "sweep.json").read_text()) == result
+    assert "fairness" in (out / "lambda_1" / "config.yaml").read_text()
+    stamp = (out / "lambda_1" / "run.json").stat().st_mtime_ns
+    fairness_sweep(cfg, [1.0], out, split="train", n_boot=20)  # resumes: no retraining
+    assert (out / "lambda_1" / "run.json").stat().st_mtime_ns == stamp

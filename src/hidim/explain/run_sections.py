@@ -156,7 +156,7 @@ def occlusion_section(
                     "p_value": r["p_value"],
                     "message": (
                         f"model relies on a non-anatomical region: masking {r['region']}"
-                        f"{where} lowers {r['metric']} by {d['value']:.3f} "
+                        f"{where} worsens {r['metric']} by {d['value']:.3f} "
                         f"(95% CI {d['lower']:.3f} to {d['upper']:.3f})"
                     ),
                 }
@@ -236,10 +236,12 @@ def _select_cases(
     s = scores["original"].to_numpy(float)
     idx = np.arange(len(scores))
     if task == "binary" and "target" in scores.columns:
+        # Positives first: true positives (most confident first), then missed positives
+        # (the clinically costly errors), before true negatives and false alarms.
         y = scores["target"].to_numpy(float) >= 0.5
         thr = 0.5 if ((s >= 0) & (s <= 1)).all() else 0.0
         correct = (s >= thr) == y
-        confidence = np.abs(s - thr)
+        confidence = np.abs(s - thr) + np.where(y, 10.0, 0.0)
     elif task == "regression" and "target" in scores.columns:
         err = np.abs(s - scores["target"].to_numpy(float))
         correct = err <= np.median(err)
@@ -430,15 +432,17 @@ def sanity_section(
 
 
 def _retrainer(bundle: Any, opts: Any, out: Path) -> Callable[..., nn.Module]:
-    """``train_fn(shuffle_labels, seed)``: a short retraining on (permuted) labels."""
-    import tempfile
+    """``train_fn(shuffle_labels, seed)``: a short retraining on (permuted) labels, under
+    ``out/label_randomisation/`` (replaced on every run; kept for inspection)."""
+    import shutil
 
     from hidim.explain.shuffled_store import label_shuffled_store
     from hidim.training.bundle import load_run
     from hidim.training.train import train
 
     cfg = bundle.config
-    work = Path(tempfile.mkdtemp(prefix="retrain_", dir=out))
+    work = out / "label_randomisation"
+    shutil.rmtree(work, ignore_errors=True)
 
     def train_fn(*, shuffle_labels: bool, seed: int) -> nn.Module:
         store = Path(cfg.data.store)

@@ -42,7 +42,7 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from hidim.errors import TrainingError
+from hidim.errors import HidimError, TrainingError
 
 __all__ = [
     "PENALTY_KINDS",
@@ -394,8 +394,10 @@ def fairness_sweep(
     split: str = "test",
     disparity_metric: str | None = None,
     relabel: Callable[[pd.DataFrame], pd.DataFrame] | None = None,
+    threshold: float | Callable[[pd.DataFrame], float] | None = None,
     n_boot: int = 500,
     seed: int = 0,
+    resume: bool = True,
 ) -> dict[str, Any]:
     """Train once per penalty weight λ and trace performance against disparity.
 
@@ -412,8 +414,15 @@ def fairness_sweep(
             the disparity (default :data:`DISPARITY_METRIC` of the kind).
         relabel: Optional ``predictions -> predictions`` applied before the audit (e.g. to
             score against true labels when the recorded ones are biased).
+        threshold: Operating point of the rate metrics (TPR, FPR, selection rate): a number,
+            or a function of each run's full predictions table (every split) returning one —
+            e.g. the score giving 80 % sensitivity on the validation split. A penalty can
+            compress a model's probabilities, so a fixed 0.5 may stop meaning the same
+            thing across weights. ``None``: 0.5 for probabilities.
         n_boot: Bootstrap replicates of the audit.
         seed: Audit seed.
+        resume: Keep a weight's finished run (``predictions.parquet`` and the same
+            ``config.yaml``) instead of training it again.
 
     Returns:
         The ``sweep.json`` content: ``tradeoff`` points ``{weight, performance,
@@ -448,13 +457,18 @@ def fairness_sweep(
     for w in lambdas:
         fair = FairnessConfig(kind=kind, group=group, weight=float(w), **extra) if w > 0 else None
         run_dir = out / f"lambda_{w:g}"
-        train(config.model_copy(update={"fairness": fair}), run_dir, overwrite=True)
+        cfg_w = config.model_copy(update={"fairness": fair})
+        if not (resume and _finished(run_dir, cfg_w)):
+            train(cfg_w, run_dir, overwrite=True)
         preds = pd.read_parquet(run_dir / "predictions.parquet")
+        thr = threshold(preds) if callable(threshold) else threshold
         preds = preds[preds["split"] == split] if "split" in preds.columns else preds
         if relabel is not None:
             preds = relabel(preds)
         task = _audit_task(config.task.head, task_kind)
-        audit = subgroup_audit(preds, by=[group], task=task, n_boot=n_boot, seed=seed)
+        audit = subgroup_audit(
+            preds, by=[group], task=task, n_boot=n_boot, seed=seed, threshold=thr
+        )
         table = audit.table
         perf_name = "c_index" if task == "survival" else ("auroc" if task == "binary" else "mae")
         overall = table[(table["group"] == "overall") & (table["metric"] == perf_name)].iloc[0]
@@ -468,6 +482,7 @@ def fairness_sweep(
                 "performance_lower": _f(overall["lower"]),
                 "performance_upper": _f(overall["upper"]),
                 "disparity": _f(disparity),
+                "threshold": _f(thr) if thr is not None else None,
                 "by_group": {
                     str(g): _f(v) for g, v in zip(groups["group"], groups["estimate"], strict=True)
                 },
@@ -488,6 +503,20 @@ def fairness_sweep(
     write_run_json(out, command="fairness-sweep", config={"lambdas": list(lambdas), "kind": kind,
                    "group": group, "split": split, "metric": metric}, seed=seed)  # fmt: skip
     return result
+
+
+def _finished(run_dir: Path, config: Any) -> bool:
+    """Whether ``run_dir`` holds predictions of a finished run trained with ``config``."""
+    from hidim.training.config import dump_config, load_config
+
+    if not (run_dir / "predictions.parquet").is_file() or not (run_dir / "run.json").is_file():
+        return False
+    store = Path(config.data.store).resolve()
+    wanted = config.model_copy(update={"data": config.data.model_copy(update={"store": store})})
+    try:
+        return dump_config(load_config(run_dir / "config.yaml")) == dump_config(wanted)
+    except HidimError:
+        return False
 
 
 def _audit_task(head: str, task_kind: Callable[[str], str]) -> str:

@@ -119,7 +119,7 @@ FULL = DemoSettings(
     ensemble=3,
     widths=(8, 16, 32, 64),
     baseline=True,
-    baseline_epochs=6,
+    baseline_epochs=4,
     n_boot=1000,
 )
 
