@@ -13,6 +13,7 @@ from hidim.explain.temporal import (
     estimate_phases,
     phase_window_masks,
     phases_from_labels,
+    prediction_shift,
     sliding_window_importance,
     temporal_occlusion_test,
 )
@@ -79,6 +80,9 @@ def test_ef_model_depends_on_end_diastole_and_end_systole_windows(toys) -> None:
     assert abs(mids) < 1e-3
     table = res.table.set_index("region")
     assert table.loc["end_systole", "significant"] and table.loc["end_diastole", "significant"]
+    shift = prediction_shift(res.scores, list(drop.index), n_boot=200)
+    assert shift["contrast"]["lower"] > 0  # predictions move more at ED/ES than mid-phase
+    assert shift["shift"]["mid_systole"]["value"] < 1e-3
 
 
 def test_model_that_ignores_time_windows_has_no_temporal_drop(toys) -> None:
@@ -100,6 +104,8 @@ def test_model_that_ignores_time_windows_has_no_temporal_drop(toys) -> None:
     assert np.allclose(res.table["drop"], 0, atol=1e-6)
     assert not res.table["significant"].any()
     assert (res.table["masked_fraction"] > 0).all()  # the windows were occluded
+    shift = prediction_shift(res.scores, list(res.table["region"]), n_boot=100)
+    assert shift["contrast"]["value"] == pytest.approx(0, abs=1e-6)
 
 
 def test_sliding_window_curve_marks_the_frames_the_model_reads(toys) -> None:

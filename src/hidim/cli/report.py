@@ -74,6 +74,11 @@ def register(app: typer.Typer) -> None:
             False, "--quick", help="Small cohort and short training (about 2 minutes)."
         ),
         seed: int = typer.Option(0, "--seed", help="Seed of the phantom and of training."),
+        baseline: bool = typer.Option(
+            False,
+            "--baseline",
+            help="Also train the 2-D-per-frame baseline (ResNet-18 per frame; several minutes).",
+        ),
     ) -> None:
         """Run the whole pipeline on the built-in phantom: generate echo DICOM with PHI, a
         planted shortcut and a planted subgroup bias → de-identify → curate → import labels →
@@ -81,5 +86,5 @@ def register(app: typer.Typer) -> None:
         Prints the report's path and headline numbers."""
         from hidim.workflows.demo import run_demo
 
-        result = run_demo(out, quick=quick, seed=seed)
+        result = run_demo(out, quick=quick, seed=seed, baseline=baseline or None)
         raise typer.Exit(code=0 if result.ok else 1)

@@ -22,7 +22,12 @@ from torch import nn
 from hidim.errors import ExplainError, HidimError
 from hidim.explain.occlusion import Region, grid_regions, occlusion_scores, performance_drop
 from hidim.explain.regions import TruthIndex, phantom_phases
-from hidim.explain.temporal import FramePhases, phase_window_masks, temporal_regions
+from hidim.explain.temporal import (
+    FramePhases,
+    phase_window_masks,
+    prediction_shift,
+    temporal_regions,
+)
 
 __all__ = [
     "localisation",
@@ -213,11 +218,15 @@ def temporal_section(
         for r in _records(table)
     ]
     n_regions = max(1, len(regions))
+    shift = prediction_shift(
+        scores, PHASE_WINDOWS, n_boot=opts.n_boot, alpha=opts.alpha, seed=opts.seed
+    )
     return {
         "rows": rows,
         "details": {
             "table": _records(table),
             "phase_source": {k: v // n_regions for k, v in sources.items()},
+            "prediction_shift": shift,
         },
     }
 

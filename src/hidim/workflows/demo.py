@@ -8,7 +8,7 @@ Stages (each calls the owning stage's library function; nothing here computes re
 3. ``curate``      release folder → store (fps normalisation, patient-level splits).
 4. ``labels``      labels.csv (hospital IDs) → labels.parquet through the reid table.
 5. ``train``       small video model + Cox head, deep ensemble; predictions + metrics.
-6. ``baseline``    (full demo) the 2-D-per-frame baseline on the same data.
+6. ``baseline``    (``--baseline``) the 2-D-per-frame baseline on the same data.
 7. ``ood``         the OOD inputs de-identified, curated and predicted: does it abstain?
 8. ``explain``     saliency + sanity checks, occlusion (marker, outside sector), phases.
 9. ``audit``       subgroup audit with bootstrap CIs.
@@ -24,7 +24,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -307,6 +307,7 @@ def run_demo(
     *,
     quick: bool = False,
     seed: int = 0,
+    baseline: bool | None = None,
     console: Console | None = None,
     stages: Sequence[Stage] = STAGES,
 ) -> DemoResult:
@@ -316,6 +317,8 @@ def run_demo(
         out_dir: Folder for all stages' outputs (created; re-running resumes or refreshes).
         quick: The small configuration (about 2 minutes on 2 CPU cores) used in tests.
         seed: Seed of the phantom, the splits and training.
+        baseline: Also train the 2-D-per-frame baseline (default: the settings' choice, off;
+            it adds several minutes on a CPU).
         console: Where to print progress (default: a new rich console).
         stages: The stages to run (default :data:`STAGES`, all of them).
 
@@ -327,6 +330,8 @@ def run_demo(
     """
     console = console or Console()
     settings = QUICK if quick else FULL
+    if baseline is not None:
+        settings = replace(settings, baseline=baseline)
     ctx = DemoContext(out=Path(out_dir), settings=settings, seed=seed, console=console)
     ctx.out.mkdir(parents=True, exist_ok=True)
     todo = [s for s in stages if s.enabled(settings)]

@@ -118,7 +118,7 @@ FULL = DemoSettings(
     epochs=15,
     ensemble=3,
     widths=(8, 16, 32, 64),
-    baseline=True,
+    baseline=False,  # opt in with `hidim demo --baseline`: ResNet-18 per frame costs ~10 min
     baseline_epochs=4,
     n_boot=1000,
 )
