@@ -216,9 +216,9 @@ def explain_options(settings: DemoSettings, seed: int) -> Any:
         methods=("gradcam",) if quick else ("gradcam", "integrated_gradients"),
         n_cases=4,
         n_boot=settings.n_boot,
-        grid=None if quick else (4, 4),
+        grid=None if quick else (3, 3),
         sanity_clips=2 if quick else 4,
-        sanity_steps=3 if quick else 6,
+        sanity_steps=3 if quick else 4,
         seed=seed,
         progress=True,
     )
