@@ -191,3 +191,8 @@ def test_evaluate_ood_abstention_summary() -> None:
         (50 * s["ood"]["noise"]["abstention"] + 20 + 30 * s["ood"]["near"]["abstention"]) / 100
     )
     assert s["ood_auroc"]["low"] <= s["ood_auroc"]["estimate"] <= s["ood_auroc"]["high"]
+    # a rule fitted elsewhere (hidim predict's abstain_score: threshold 1) is applied as is
+    fixed = ood_abstention_summary(val, test, ood, target_coverage=0.9, n_boot=50, threshold=1.5)
+    assert fixed["threshold"] == 1.5
+    assert fixed["val_abstention"] == pytest.approx(np.mean(val > 1.5))
+    assert fixed["id_abstention"] == pytest.approx(np.mean(test > 1.5))

@@ -113,9 +113,11 @@ def register(app: typer.Typer) -> None:
             _fail(exc)
             return
         n_abstain = int(result.studies["abstain"].sum())
+        n_ood = int((result.studies["abstain_reason"] == "out_of_distribution").sum())
         _console.print(
             f"{len(result.studies)} studies ({len(result.clips)} clips) predicted; "
-            f"uncertainty = {result.uncertainty_source}; {n_abstain} abstained"
+            f"uncertainty = {result.uncertainty_source}; {n_abstain} abstained "
+            f"({n_ood} as unlike the training data)"
         )
         for name, path in result.paths.items():
             _console.print(f"  {name}: {path}")

@@ -126,12 +126,15 @@ def ood_abstention_summary(
     n_boot: int = 1000,
     alpha: float = 0.05,
     seed: int = 0,
+    threshold: float | None = None,
 ) -> dict[str, Any]:
     """Does the abstain rule refuse out-of-distribution inputs? One JSON-ready summary.
 
     The threshold is fitted on validation uncertainties for ``target_coverage``
     (:func:`fit_abstention_threshold`) and applied unchanged to in-distribution test
-    inputs and to OOD inputs.
+    inputs and to OOD inputs. Pass ``threshold`` when the rule was already fitted (e.g.
+    ``hidim predict``'s ``abstain_score``, whose threshold is 1 by construction); the
+    validation scores then only report the validation abstention.
 
     Args:
         uncertainty_val: ``[n_val]`` validation uncertainties (in-distribution).
@@ -139,10 +142,12 @@ def ood_abstention_summary(
         uncertainty_ood: ``{kind: [n_k]}`` OOD uncertainties per kind (or one array).
         target_coverage: fraction of validation cases to answer (e.g. 0.9).
         n_boot, alpha, seed: bootstrap of the OOD AUROC (unpaired resampling).
+        threshold: a fitted threshold to apply instead of fitting one.
 
     Returns:
-        ``{"threshold", "target_coverage", "id_abstention", "n_id", "ood_abstention",
-        "n_ood", "ood": {kind: {"abstention", "n"}}, "ood_auroc": {estimate, low, high, ...}}``.
+        ``{"threshold", "target_coverage", "val_abstention", "id_abstention", "n_id",
+        "ood_abstention", "n_ood", "ood": {kind: {"abstention", "n"}}, "ood_auroc":
+        {estimate, low, high, ...}}``.
     """
     from hidim.evaluate.bootstrap import bootstrap_ci
 
@@ -154,7 +159,12 @@ def ood_abstention_summary(
         if isinstance(uncertainty_ood, Mapping)
         else {"ood": as_1d_float(uncertainty_ood, "uncertainty_ood", allow_nan=True)}
     )
-    thr = fit_abstention_threshold(uncertainty_val, target_coverage)
+    u_val = as_1d_float(uncertainty_val, "uncertainty_val", allow_nan=True)
+    thr = (
+        float(threshold)
+        if threshold is not None
+        else fit_abstention_threshold(uncertainty_val, target_coverage)
+    )
     u_id = as_1d_float(uncertainty_id, "uncertainty_id")
     all_ood = np.concatenate([v for v in kinds.values()]) if kinds else np.empty(0)
     if all_ood.size == 0 or u_id.size == 0:
@@ -165,6 +175,7 @@ def ood_abstention_summary(
     return {
         "threshold": thr,
         "target_coverage": target_coverage,
+        "val_abstention": float(abstain(u_val, thr).mean()) if u_val.size else float("nan"),
         "id_abstention": float(abstain(u_id, thr).mean()),
         "n_id": int(u_id.size),
         "ood_abstention": float(abstain(all_ood, thr).mean()),

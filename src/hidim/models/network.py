@@ -90,6 +90,27 @@ class HidimNet(nn.Module):
             tabular: ``[B, F]`` tabular features (needed iff the network has tabular fusion).
             tabular_missing: ``[B, F]`` bool, missing entries (default: NaNs in ``tabular``).
         """
+        feats = self.image_features(x, view_mask)
+        if self.tabular is not None:
+            if tabular is None:
+                raise ModelError(
+                    "this network fuses tabular data: pass tabular= [B, F] (and tabular_missing)"
+                )
+            feats = self.tabular(feats, tabular, tabular_missing)
+        return feats
+
+    @property
+    def image_encoder(self) -> nn.Module:
+        """The module whose output is the image embedding (backbone or multi-view fusion)."""
+        return self.backbone if self.backbone is not None else self.multiview  # type: ignore[return-value]
+
+    def image_features(self, x: Tensor, view_mask: Tensor | None = None) -> Tensor:
+        """The image embedding ``[B, D_img]`` before tabular fusion (what OOD checks use).
+
+        Args:
+            x: ``[B, C, T, H, W]`` clips, or ``[B, V, C, T, H, W]`` for a multi-view network.
+            view_mask: ``[B, V]`` bool, views present (multi-view; default: all present).
+        """
         if self.multiview is not None:
             if x.ndim != 6:
                 raise ModelError(
@@ -108,12 +129,6 @@ class HidimNet(nn.Module):
                 )
             self._check(x.shape)
             feats = self.backbone(x)  # type: ignore[misc]
-        if self.tabular is not None:
-            if tabular is None:
-                raise ModelError(
-                    "this network fuses tabular data: pass tabular= [B, F] (and tabular_missing)"
-                )
-            feats = self.tabular(feats, tabular, tabular_missing)
         return feats
 
     def forward(

@@ -28,9 +28,11 @@ from torch import Tensor, nn
 from hidim.errors import TrainingError
 from hidim.models.network import HidimNet
 from hidim.store import TabularEncoder
+from hidim.tasks.feature_density import FeatureDensity
 from hidim.training.config import ExperimentConfig, config_from_dict, load_config
 from hidim.training.datamodule import GroupCoder
 from hidim.training.module import HidimModule
+from hidim.training.ood_gate import DENSITY_FILE, load_density
 from hidim.training.train import MODEL_FILE, MODEL_FORMAT, PREPROCESSING_FILE
 
 __all__ = ["RunBundle", "Member", "Scorer", "load_run", "load_member"]
@@ -38,11 +40,13 @@ __all__ = ["RunBundle", "Member", "Scorer", "load_run", "load_member"]
 
 @dataclass
 class Member:
-    """One trained model of a run (``holdout_patients``: its CV validation patients)."""
+    """One trained model of a run (``holdout_patients``: its CV validation patients;
+    ``density``: its image-embedding density, :mod:`hidim.training.ood_gate`)."""
 
     path: Path
     net: HidimNet
     holdout_patients: frozenset[str] | None = None
+    density: FeatureDensity | None = None
 
 
 class Scorer(nn.Module):
@@ -225,6 +229,7 @@ def load_run(run_dir: str | os.PathLike[str], *, map_location: str = "cpu") -> R
                 path=root / entry["dir"],
                 net=load_member(root / entry["dir"], map_location=map_location),
                 holdout_patients=frozenset(holdout) if holdout is not None else None,
+                density=load_density(root / entry["dir"] / "checkpoints" / DENSITY_FILE),
             )
         )
     pre_file = root / PREPROCESSING_FILE

@@ -117,6 +117,11 @@ class ModelConfig(_Section):
         tabular: Fuse ``data.tabular`` columns with the image embedding.
         tabular_dim: Width of the tabular encoder.
         fusion_dropout: Dropout after the fusion layer.
+        init_from: A finished ``hidim train`` run (or its ``model.pt``) whose image encoder
+            initialises this one: supervised pretraining on another task, e.g. EF
+            regression before a survival model (:mod:`hidim.training.transfer`).
+        freeze_encoder: Keep the image encoder's weights (and batch-norm statistics) fixed;
+            only fusion and head train.
     """
 
     backbone: str = "small3d"
@@ -127,6 +132,8 @@ class ModelConfig(_Section):
     tabular: bool = False
     tabular_dim: int = Field(32, ge=1)
     fusion_dropout: float = Field(0.1, ge=0.0, lt=1.0)
+    init_from: str | None = None
+    freeze_encoder: bool = False
 
     @field_validator("backbone")
     @classmethod
@@ -197,10 +204,16 @@ class UncertaintyConfig(_Section):
     ``mc_dropout_samples``: stochastic forward passes with dropout on (0 = off).
     ``coverage``: share of validation studies the model should answer; the abstention
     threshold on ``uncertainty`` is calibrated on the validation split for it.
+    ``ood_gate``: fit the image-embedding density after training and abstain on inputs far
+    outside it (:mod:`hidim.training.ood_gate`); ``ood_quantile``: share of validation
+    studies inside the gate (its threshold on ``ood_distance``). ``coverage`` counts both
+    rules together.
     """
 
     mc_dropout_samples: int = Field(0, ge=0)
     coverage: float = Field(0.9, gt=0, le=1)
+    ood_gate: bool = True
+    ood_quantile: float = Field(0.99, ge=0.5, lt=1)
 
 
 class FairnessConfig(BaseModel):
@@ -388,7 +401,7 @@ def config_from_dict(
 def load_config(path: str | os.PathLike[str], *, overrides: Sequence[str] = ()) -> ExperimentConfig:
     """Load and validate a YAML training config.
 
-    Relative ``data.store`` and ``model.weights`` paths are resolved against the config
+    Relative ``data.store``, ``model.init_from`` and ``model.weights`` paths are resolved against the config
     file's folder when they exist there, otherwise against the working directory.
 
     Raises:
@@ -414,6 +427,10 @@ def load_config(path: str | os.PathLike[str], *, overrides: Sequence[str] = ()) 
             if not Path(data["store"]).is_absolute() and candidate.exists():
                 data["store"] = str(candidate.resolve())
         model = merged.get("model")
+        if isinstance(model, dict) and isinstance(model.get("init_from"), str):
+            candidate = file.parent / model["init_from"]
+            if not Path(model["init_from"]).is_absolute() and candidate.exists():
+                model["init_from"] = str(candidate.resolve())
         if isinstance(model, dict) and isinstance(model.get("weights"), str):
             candidate = file.parent / model["weights"]
             if not Path(model["weights"]).is_absolute() and candidate.is_file():

@@ -169,6 +169,10 @@ class HidimModule(L.LightningModule):
         )
         self.config = cfg
         self.net = build_network(cfg, in_channels=in_channels, tabular_layout=tabular_layout)
+        if cfg.model.freeze_encoder:
+            from hidim.training.transfer import freeze_encoder
+
+            freeze_encoder(self.net)
         self.kind = head_kind(self.net.head)
         self.penalties: list[Penalty] = list(penalties)
         if cfg.fairness is not None:
@@ -190,6 +194,8 @@ class HidimModule(L.LightningModule):
         dm = getattr(self.trainer, "datamodule", None)
         if dm is not None and hasattr(dm, "set_epoch"):
             dm.set_epoch(self.current_epoch)
+        if self.config.model.freeze_encoder:  # keep pretrained batch-norm statistics
+            self.net.image_encoder.eval()
         set_epoch = getattr(self.head, "set_epoch", None)
         if callable(set_epoch):  # e.g. KL annealing of evidential heads
             set_epoch(self.current_epoch)

@@ -12,8 +12,16 @@ out-of-distribution inputs all members agree on) and otherwise that spread
 (``ensemble_sd``); the spread over MC-dropout passes (``uncertainty.mc_dropout_samples``);
 the head's own (entropy for classification, ``K / S`` for evidential, predicted SD for
 heteroscedastic regression); and otherwise the clip-to-clip SD of the score within the
-study. ``uncertainty_source`` says which. ``abstain`` flags studies whose uncertainty exceeds a threshold calibrated on
-the validation split so that ``uncertainty.coverage`` of validation studies are answered.
+study. ``uncertainty_source`` says which.
+
+``ood_distance`` (runs trained with ``uncertainty.ood_gate``, the default) is how far the
+study's image embedding lies from the training data (:mod:`hidim.training.ood_gate`; about
+1 at the edge of the training cloud). ``abstain`` ("I don't know") flags studies whose
+uncertainty exceeds its threshold or whose ``ood_distance`` exceeds the gate's, both
+calibrated on the validation split so that ``uncertainty.coverage`` of validation studies
+are answered; ``abstain_reason`` says which rule fired (``out_of_distribution`` /
+``uncertain``) and ``abstain_score`` is the larger of the two ratios value / threshold
+(above 1 or NaN: abstained), one score for risk–coverage curves.
 
 Outputs (Parquet): ``predictions.parquet`` (per study), ``predictions_clips.parquet``, and
 ``survival_curves.parquet`` (long: ``study_uid``, ``time``, ``survival``) for survival heads.
@@ -22,6 +30,7 @@ Outputs (Parquet): ``predictions.parquet`` (per study), ``predictions_clips.parq
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -41,6 +50,7 @@ from hidim.store import Store, labels_per_series
 from hidim.training.bundle import RunBundle, load_run
 from hidim.training.datamodule import build_dataset, collate_items
 from hidim.training.metrics import compute_metrics, head_kind, metrics_with_ci, task_kind
+from hidim.training.ood_gate import ImageFeatureTap, ood_distance
 
 __all__ = [
     "PredictResult",
@@ -162,10 +172,14 @@ def _clip_table(
         for index, batch in enumerate(loader):
             n = len(batch["study_uid"])
             per_member = []
+            distances = []
             for k, member in enumerate(bundle.members):
-                preds, mc = _member_predictions(
-                    member.net, batch, mc_samples, seed=1000 * index + k
-                )
+                with ImageFeatureTap(member.net) as tap:
+                    preds, mc = _member_predictions(
+                        member.net, batch, mc_samples, seed=1000 * index + k
+                    )
+                    if member.density is not None:
+                        distances.append(ood_distance(member.density, tap.first).numpy())
                 per_member.append(preds["score"].float().cpu().numpy())
                 if k == 0:
                     first = preds
@@ -181,6 +195,8 @@ def _clip_table(
                 if key in first and m > 1:
                     first[key] = first[key] / m
             member_scores.append(np.stack(per_member, axis=1))  # [B, M]
+            if distances:  # mean over the members that have an image density
+                extra.setdefault("ood_distance", []).append(np.mean(distances, axis=0))
             for key in ("prob", "survival"):
                 if key in first:
                     extra.setdefault(key, []).append(first[key].float().cpu().numpy())
@@ -301,33 +317,115 @@ def _labels(store: Store, clips: pd.DataFrame, bundle: RunBundle) -> pd.DataFram
 ABSTENTION_FILE = "abstention.json"
 
 
-def _threshold(
+def _fit_rule(
+    val_uncertainty: np.ndarray,
+    val_distance: np.ndarray | None,
+    coverage: float,
+    ood_quantile: float,
+) -> tuple[float | None, float | None]:
+    """Thresholds on ``uncertainty`` and ``ood_distance`` answering ``coverage`` of val.
+
+    The OOD gate's threshold is the split-conformal ``ood_quantile`` of the validation
+    distances (the largest validation distance when there are too few studies for that
+    quantile); the uncertainty threshold is then fitted on the validation studies inside
+    the gate for ``coverage / (share inside)``, so the two rules together answer about
+    ``coverage`` of validation studies.
+    """
+    ood_thr = None
+    u = np.asarray(val_uncertainty, dtype=float)
+    if val_distance is not None:
+        d = np.asarray(val_distance, dtype=float)
+        finite = np.isfinite(d)
+        if finite.any():
+            from hidim.evaluate.uncertainty import fit_abstention_threshold
+
+            ood_thr = fit_abstention_threshold(d[finite], ood_quantile)
+            if not math.isfinite(ood_thr):
+                ood_thr = float(d[finite].max())
+            inside = ~(d > ood_thr)
+            coverage = min(1.0, coverage / max(float(inside.mean()), 1e-12))
+            u = u[inside]
+    if coverage >= 1:
+        return None, ood_thr
+    return abstention_threshold(u, coverage), ood_thr
+
+
+def _abstain_rule(
     bundle: RunBundle, store: Store, studies: pd.DataFrame, coverage: float, source: str
-) -> tuple[float | None, str]:
-    """The abstention threshold and where it came from.
+) -> dict[str, Any]:
+    """The abstention thresholds and where they came from.
 
     Fitted on the validation studies of the *training* store and saved in the run
-    (``abstention.json``), so predictions on another hospital's store use the threshold the
-    model was validated with, not one refitted on unseen data.
+    (``abstention.json``), so predictions on another hospital's store use the thresholds
+    the model was validated with, not ones refitted on unseen data.
     """
-    if coverage >= 1:
-        return None, "coverage = 1: never abstain"
+    q = bundle.config.uncertainty.ood_quantile
+    has_gate = "ood_distance" in studies
     saved_file = bundle.run_dir / ABSTENTION_FILE
     training_store = store.path.resolve() == bundle.store_path.resolve()
     if training_store:
-        val = studies.loc[studies["split"] == "val", "uncertainty"].to_numpy()
-        threshold = abstention_threshold(val, coverage)
-        record = {"coverage": coverage, "uncertainty_source": source, "threshold": threshold}
+        val = studies["split"] == "val"
+        threshold, ood_threshold = _fit_rule(
+            studies.loc[val, "uncertainty"].to_numpy(),
+            studies.loc[val, "ood_distance"].to_numpy() if has_gate else None,
+            coverage,
+            q,
+        )
+        record = {
+            "coverage": coverage,
+            "uncertainty_source": source,
+            "threshold": threshold,
+            "ood_threshold": ood_threshold,
+            "ood_quantile": q if has_gate else None,
+        }
         atomic_write_text(saved_file, json.dumps(record, indent=2))
-        return threshold, "validation split of the training store"
+        return {**record, "from": "validation split of the training store"}
     if saved_file.is_file():
         saved = json.loads(saved_file.read_text(encoding="utf-8"))
         if saved.get("coverage") == coverage and saved.get("uncertainty_source") == source:
-            return saved.get("threshold"), f"{ABSTENTION_FILE} of the run (training validation)"
-    return None, (
-        f"none: no {ABSTENTION_FILE} for coverage {coverage} and {source}; run "
-        "`hidim predict RUN` on the training store first"
-    )
+            return {
+                **saved,
+                "ood_threshold": saved.get("ood_threshold") if has_gate else None,
+                "from": f"{ABSTENTION_FILE} of the run (training validation)",
+            }
+    return {
+        "threshold": None,
+        "ood_threshold": None,
+        "from": (
+            f"none: no {ABSTENTION_FILE} for coverage {coverage} and {source}; run "
+            "`hidim predict RUN` on the training store first"
+        ),
+    }
+
+
+def _apply_rule(
+    studies: pd.DataFrame, threshold: float | None, ood_threshold: float | None
+) -> pd.DataFrame:
+    """Add ``abstain``, ``abstain_reason`` and ``abstain_score`` (> 1: abstained)."""
+    u = studies["uncertainty"].to_numpy(float)
+    n = len(studies)
+    uncertain = np.zeros(n, bool) if threshold is None else ~(u <= threshold)
+    far = np.zeros(n, bool)
+    score = np.zeros(n)
+    if threshold is not None and math.isfinite(threshold):
+        score = np.maximum(score, _ratio(u, threshold))
+    if ood_threshold is not None:
+        d = studies["ood_distance"].to_numpy(float)
+        far = ~(d <= ood_threshold)
+        score = np.maximum(score, _ratio(d, ood_threshold))
+    score = np.where(uncertain | far, np.maximum(score, np.nextafter(1.0, 2.0)), score)
+    reason = np.where(far, "out_of_distribution", np.where(uncertain, "uncertain", ""))
+    return studies.assign(abstain=uncertain | far, abstain_reason=reason, abstain_score=score)
+
+
+def _ratio(x: np.ndarray, threshold: float) -> np.ndarray:
+    """``x / threshold``; NaN where undefined (NaN input, or above a threshold <= 0).
+
+    NaN abstains and ranks as the most uncertain everywhere in :mod:`hidim.evaluate`.
+    """
+    if threshold > 0:
+        return x / threshold
+    return np.where(x <= threshold, 1.0, np.nan)
 
 
 def _write_parquet(df: pd.DataFrame, path: Path) -> None:
@@ -406,11 +504,13 @@ def predict(
         prob=arrays.get("prob"),
     )
     clips = clips.assign(score=arrays["member_scores"].mean(1))
+    if "ood_distance" in arrays:
+        clips["ood_distance"] = arrays["ood_distance"]
     if "prob" in arrays:
         for k in range(arrays["prob"].shape[1]):
             clips[f"prob_{k}"] = arrays["prob"][:, k]
     g = clips.groupby("study_uid", sort=True)
-    for col in ("value", "risk", "uncertainty_head"):
+    for col in ("value", "risk", "uncertainty_head", "ood_distance"):
         if col in clips:
             studies[col] = g[col].mean().to_numpy()
     first_clip = g.first()
@@ -438,13 +538,10 @@ def predict(
     labels = _labels(st, clips, bundle)
     studies = studies.merge(labels, on="study_uid", how="left")
     clips = clips.merge(labels[["study_uid", "split"]], on="study_uid", how="left")
-    threshold, threshold_from = _threshold(bundle, st, studies, cov, source)
-    if threshold is None:
-        studies["abstain"] = False
-    else:
-        from hidim.evaluate.uncertainty import abstain
-
-        studies["abstain"] = abstain(studies["uncertainty"].to_numpy(float), threshold)
+    rule = _abstain_rule(bundle, st, studies, cov, source)
+    threshold, ood_threshold = rule["threshold"], rule["ood_threshold"]
+    threshold_from = rule["from"]
+    studies = _apply_rule(studies, threshold, ood_threshold)
     front = [c for c in (*_KEYS, "target", "time", "event") if c in studies]
     studies = studies[front + [c for c in studies.columns if c not in front]]
     curves = None
@@ -475,7 +572,12 @@ def predict(
         "mc_dropout_samples": mc,
         "coverage": cov,
         "abstain_threshold": threshold,
-        "abstain_rule": "hidim.evaluate.uncertainty.fit_abstention_threshold on val studies",
+        "ood_threshold": ood_threshold,
+        "ood_quantile": rule.get("ood_quantile"),
+        "abstain_rule": (
+            "abstain if uncertainty > abstain_threshold or ood_distance > ood_threshold; "
+            "both fitted on val studies (hidim.evaluate.uncertainty.fit_abstention_threshold)"
+        ),
         "abstain_threshold_from": threshold_from,
         "versions": package_versions(),
     }

@@ -42,7 +42,10 @@ from hidim.errors import TrainingError
 from hidim.provenance import atomic_write_text, write_run_json
 from hidim.training.config import ExperimentConfig, default_monitor, dump_config
 from hidim.training.datamodule import HidimDataModule
+from hidim.training.metrics import head_kind
 from hidim.training.module import HidimModule, Penalty
+from hidim.training.ood_gate import DENSITY_FILE, fit_image_density, save_density
+from hidim.training.transfer import init_encoder_from
 
 __all__ = ["RunResult", "train", "train_member", "MODEL_FILE", "PREPROCESSING_FILE", "MEMBER_FILE"]
 
@@ -199,6 +202,14 @@ def _fit_density(module: HidimModule, dm: HidimDataModule) -> None:
     fit_density(torch.cat(feats), torch.cat(targets))
 
 
+def _fit_image_density(module: HidimModule, dm: HidimDataModule, path: Path) -> None:
+    """The image-embedding density of the training split (:mod:`hidim.training.ood_gate`)."""
+    kind = head_kind(module.head)
+    classes = getattr(module.head, "n_classes", 2) if kind in ("binary", "multiclass") else None
+    density = fit_image_density(module.net, _train_loader(dm), classes=classes)
+    save_density(density, path)
+
+
 def _save_model(module: HidimModule, path: Path) -> None:
     payload = {
         "format": MODEL_FORMAT,
@@ -276,6 +287,9 @@ def train_member(
         tabular_layout=layout,
         penalties=penalties,
     )
+    init_info = None
+    if config.model.init_from:
+        init_info = init_encoder_from(module.net, config.model.init_from)
     _prepare_head(module, dm)
     monitor, mode = _monitor(config)
     ckpt = ModelCheckpoint(
@@ -327,8 +341,11 @@ def train_member(
         module.load_state_dict(state)
     _fit_baseline(module, dm)
     _fit_density(module, dm)
+    if config.uncertainty.ood_gate:
+        _fit_image_density(module, dm, out / "checkpoints" / DENSITY_FILE)
     _save_model(module, out / "checkpoints" / MODEL_FILE)
-    atomic_write_text(out / PREPROCESSING_FILE, json.dumps(_preprocessing(dm, module), indent=2))
+    pre = {**_preprocessing(dm, module), "init_from": init_info}
+    atomic_write_text(out / PREPROCESSING_FILE, json.dumps(pre, indent=2))
     score = ckpt.best_model_score
     info = {
         "monitor": monitor,

@@ -56,18 +56,30 @@ def ood_stage(
     folder = run / "uncertainty"
     scored = predict(run, store, out=folder / "ood_predictions.parquet", show_progress=False)
     kinds = ood_kinds(phantom / "truth.json", reid, Store(store).manifest)
-    by_series = scored.studies.set_index("series_key")["uncertainty"]
-    ood = {k: by_series.reindex(keys).dropna().to_numpy() for k, keys in kinds.items()}
     studies = pd.read_parquet(run / "predictions.parquet")
     info = json.loads((run / "predictions.json").read_text(encoding="utf-8"))
+    # predict's own rule (uncertainty and image-density gate, fitted on validation): its
+    # abstain_score is above 1 exactly where it abstains
+    column = "abstain_score" if "abstain_score" in studies else "uncertainty"
+    by_series = scored.studies.set_index("series_key")[column]
+    # series predict did not score (a CT has no A4C loop) are handled below
+    ood = {
+        k: by_series.loc[[s for s in keys if s in by_series.index]].to_numpy(float)
+        for k, keys in kinds.items()
+    }
     summary = ood_abstention_summary(
-        studies.loc[studies["split"] == "val", "uncertainty"].to_numpy(),
-        studies.loc[studies["split"] == "test", "uncertainty"].to_numpy(),
+        studies.loc[studies["split"] == "val", column].to_numpy(),
+        studies.loc[studies["split"] == "test", column].to_numpy(),
         {k: v for k, v in ood.items() if v.size},
         target_coverage=float(info["coverage"]),
         n_boot=n_boot,
         seed=seed,
+        threshold=1.0 if column == "abstain_score" else None,
     )
+    summary["score"] = column
+    summary["abstain_rule"] = info.get("abstain_rule")
+    summary["ood_threshold"] = info.get("ood_threshold")
+    summary["uncertainty_threshold"] = info.get("abstain_threshold")
     for kind, keys in kinds.items():
         if not ood[kind].size:  # e.g. a CT volume: no A4C loop, so the model never saw it
             summary["ood"][kind] = {
