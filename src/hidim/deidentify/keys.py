@@ -21,17 +21,32 @@ KEY_BYTES = 32
 _MIN_KEY_BYTES = 16
 
 
-def create_key(path: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
+def create_key(
+    path: str | os.PathLike[str], *, overwrite: bool = False, key: bytes | None = None
+) -> Path:
     """Write a new random 32-byte key (hex) to ``path`` with permissions 0600.
 
     Args:
         path: Where to write the key. Keep it outside any folder you release.
         overwrite: Replace an existing key (this breaks consistency with earlier runs).
+        key: The key bytes to store instead of fresh random ones (at least 16 bytes): a key
+            imported from a key manager, or a fixed key for *synthetic* data only (the demo
+            derives its key from its seed so that two runs with one seed are identical).
+            Never pass a guessable key for real patients' data.
 
     Returns:
         The key file path.
+
+    Raises:
+        DeidentificationError: ``path`` exists and ``overwrite`` is false, or ``key`` is
+            shorter than 16 bytes.
     """
     target = Path(path)
+    if key is not None and len(key) < _MIN_KEY_BYTES:
+        raise DeidentificationError(
+            f"expected a key of at least {_MIN_KEY_BYTES} bytes, got {len(key)}; "
+            "omit `key` to draw 32 random bytes"
+        )
     if target.exists() and not overwrite:
         raise DeidentificationError(
             f"expected no file at the new key path, got an existing {target.name!r}; "
@@ -41,7 +56,7 @@ def create_key(path: str | os.PathLike[str], *, overwrite: bool = False) -> Path
     target.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w", encoding="ascii") as fh:
-        fh.write(secrets.token_hex(KEY_BYTES) + "\n")
+        fh.write((key.hex() if key is not None else secrets.token_hex(KEY_BYTES)) + "\n")
     os.chmod(target, stat.S_IRUSR | stat.S_IWUSR)
     return target
 

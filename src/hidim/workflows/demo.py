@@ -39,6 +39,7 @@ from hidim.workflows.demo_settings import (
     INTENDED_USE,
     QUICK,
     DemoSettings,
+    demo_key,
     explain_options,
     phantom_config,
     training_config,
@@ -128,9 +129,9 @@ def _deidentify(ctx: DemoContext) -> str:
     from hidim.deidentify.keys import create_key
     from hidim.deidentify.pipeline import deidentify
 
-    key = ctx.secrets / "project.key"
-    if not key.is_file():
-        create_key(key)
+    # Seed-derived key (synthetic data only): pseudonyms, hence store keys and the
+    # patient-level splits, are the same in every run with this seed.
+    key = create_key(ctx.secrets / "project.key", key=demo_key(ctx.seed), overwrite=True)
     summary = deidentify(
         [ctx.phantom / "dicom"],
         ctx.deid,
@@ -316,7 +317,8 @@ def run_demo(
     Args:
         out_dir: Folder for all stages' outputs (created; re-running resumes or refreshes).
         quick: The small configuration (about 2 minutes on 2 CPU cores) used in tests.
-        seed: Seed of the phantom, the splits and training.
+        seed: Seed of the phantom, the de-identification key (synthetic data only: see
+            :func:`~hidim.workflows.demo_settings.demo_key`), the splits and training.
         baseline: Also train the 2-D-per-frame baseline (default: the settings' choice, off;
             it adds several minutes on a CPU).
         console: Where to print progress (default: a new rich console).
@@ -348,12 +350,20 @@ def run_demo(
         console.print(f"    [green]✓[/] {summary} [dim]({timings[stage.name]:.1f} s)[/]")
     head = _headline(ctx)
     _print_headline(console, head, timings)
+    import torch
+
     write_run_json(
         ctx.out,
         command="demo",
         config={"quick": quick, "settings": settings.__dict__},
         seed=seed,
-        extra={"timings_s": {k: round(v, 2) for k, v in timings.items()}, "headline": head},
+        extra={
+            "timings_s": {k: round(v, 2) for k, v in timings.items()},
+            "headline": head,
+            # One seed gives identical results only at one CPU thread count: float sums in
+            # the convolutions are ordered by thread, and training amplifies the difference.
+            "torch_threads": torch.get_num_threads(),
+        },
     )
     report = ctx.results.get("report")
     return DemoResult(

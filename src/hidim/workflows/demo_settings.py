@@ -34,6 +34,7 @@ __all__ = [
     "training_config",
     "explain_options",
     "INTENDED_USE",
+    "demo_key",
 ]
 
 INTENDED_USE = (
@@ -122,6 +123,18 @@ FULL = DemoSettings(
     baseline_epochs=4,
     n_boot=1000,
 )
+
+
+def demo_key(seed: int) -> bytes:
+    """The demo's de-identification key, derived from its seed (32 bytes).
+
+    A real project draws its key at random once and keeps it (the pseudonyms, store keys and
+    patient-level splits all follow from it). The demo's phantom holds no real PHI, so its key
+    is a function of the seed: two demos with one seed then give identical results.
+    """
+    import hashlib
+
+    return hashlib.sha256(f"hidim demo phantom key\x00{int(seed)}".encode()).digest()
 
 
 def phantom_config(settings: DemoSettings, seed: int) -> Any:
