@@ -180,7 +180,7 @@ def collect_model_card(art: RunArtefacts) -> ModelCardSection:
         task=str(task) if task else None,
         targets=tuple(_as_list(_lookup(cfg, "data.target", "task.target", "target"))),
         backbone=_text(_lookup(cfg, "model.backbone", "backbone")),
-        pretrained=_text(_lookup(cfg, "model.weights", "weights")),
+        pretrained=_pretraining(cfg, art.run_dir),
         head=_text(head),
         fusion_inputs=tuple(fusion),
         uncertainty_method="; ".join(parts) or None,
@@ -198,6 +198,29 @@ def collect_model_card(art: RunArtefacts) -> ModelCardSection:
 
 def _text(value: Any) -> str | None:
     return str(value) if value not in (None, "") and not isinstance(value, Mapping) else None
+
+
+def _pretraining(cfg: Any, run_dir: Path) -> str | None:
+    """Pretrained weights and/or the hidim run the image encoder started from, in words."""
+    parts = []
+    if (weights := _text(_lookup(cfg, "model.weights", "weights"))) is not None:
+        parts.append(weights)
+    pre = read_json(run_dir / "preprocessing.json")
+    if not isinstance(pre, Mapping) or not isinstance(pre.get("init_from"), Mapping):
+        members = read_json(run_dir / "members.json")
+        entries = members.get("members") if isinstance(members, Mapping) else None
+        if isinstance(entries, list) and entries and isinstance(entries[0], Mapping):
+            pre = read_json(run_dir / str(entries[0].get("dir", ".")) / "preprocessing.json")
+    init = pre.get("init_from") if isinstance(pre, Mapping) else None
+    if isinstance(init, Mapping):
+        task = init.get("task") or "another task"
+        target = f" of {init['target']}" if init.get("target") else ""
+        frozen = _lookup(cfg, "model.freeze_encoder") is True
+        parts.append(
+            f"supervised: image encoder from a hidim run trained for {task}{target} "
+            f"({'frozen' if frozen else 'fine-tuned'}; sha256 {str(init.get('sha256', ''))[:12]})"
+        )
+    return "; ".join(parts) or None
 
 
 def collect(

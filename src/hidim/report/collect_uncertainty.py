@@ -26,6 +26,7 @@ UNCERTAINTY_SOURCES = {
     "mc_dropout_sd": "spread (SD) over Monte-Carlo dropout passes",
     "head": "the head's own uncertainty (evidential / predicted variance / entropy)",
     "clip_sd": "spread (SD) of the predictions over the clips of a study",
+    "ensemble_head_mean": "the ensemble members' own (evidential) uncertainty, averaged",
 }
 """How ``hidim predict`` measured uncertainty (``uncertainty_source``), in words."""
 
@@ -82,7 +83,14 @@ def collect_uncertainty(run_dir: Path, preds: Predictions) -> UncertaintySection
     summary = dict(summary) if isinstance(summary, Mapping) else {}
     info = read_json(run_dir / "predictions.json")
     if isinstance(info, Mapping):  # what `hidim predict` recorded about its abstain rule
-        summary.setdefault("method", info.get("uncertainty_source"))
+        method = info.get("uncertainty_source")
+        if method is not None and info.get("ood_threshold") is not None:
+            method = (
+                f"{UNCERTAINTY_SOURCES.get(str(method), str(method))}; plus an image-density "
+                "gate: inputs whose image embedding lies far outside the training data's "
+                f"(distance > {float(info['ood_threshold']):.3g}, set on validation) are refused"
+            )
+        summary.setdefault("method", method)
         summary.setdefault("target_coverage", info.get("coverage"))
         summary.setdefault("threshold", info.get("abstain_threshold"))
     df = preds.study
