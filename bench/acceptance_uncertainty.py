@@ -193,8 +193,10 @@ def _abstention(
     """Abstention on test and OOD studies with the threshold fitted on validation studies.
 
     ``column``: ``uncertainty`` (what ``hidim predict`` chose: for ensembles of evidential
-    heads the members' mean head uncertainty, for other ensembles the member spread) or
-    ``uncertainty_spread`` (the member spread, reported next to it for every ensemble).
+    heads the members' mean head uncertainty, for other ensembles the member spread),
+    ``uncertainty_spread`` (the member spread, reported next to it for every ensemble), or
+    ``abstain_score`` (``hidim predict``'s full rule: that uncertainty *or* the
+    image-density gate, both fitted on validation; abstains above 1).
     """
     from hidim.evaluate.uncertainty import ood_abstention_summary
     from hidim.training.predict import predict
@@ -212,12 +214,13 @@ def _abstention(
         {k: ood.loc[kinds == k, column].to_numpy() for k in sorted(set(kinds))},
         target_coverage=COVERAGE,
         n_boot=500,
+        threshold=1.0 if column == "abstain_score" else None,
     )
-    src = (
-        studies["uncertainty_source"].iloc[0]
-        if column == "uncertainty"
-        else "member spread (uncertainty_spread)"
-    )
+    src = {
+        "uncertainty": str(studies["uncertainty_source"].iloc[0]),
+        "uncertainty_spread": "member spread (uncertainty_spread)",
+        "abstain_score": f"{studies['uncertainty_source'].iloc[0]} + image-density gate",
+    }[column]
     print(
         f"\n[{label}] uncertainty = {src}; threshold {summary['threshold']:.4g} (val, coverage {COVERAGE})"
     )
@@ -317,40 +320,37 @@ def main() -> None:
 
 
 def _uncertainty(store: Path, out: Path, ood: Path, kind_of: dict[str, str]) -> dict[str, Any]:
-    """The abstention checks of the four uncertainty set-ups."""
+    """The abstention checks: each uncertainty alone, and with the image-density gate."""
+    evidential = _train(store, out, "evidential", "evidential_classification", n_classes=2)
+    ensemble = _train(store, out, "ensemble", "binary", ensemble=ENSEMBLE)
+    evi_ens = _train(
+        store, out, "evidential_ensemble", "evidential_classification", ENSEMBLE, n_classes=2
+    )
+    ens = f"ensemble x{ENSEMBLE}"
+    checks = {
+        "evidential": (evidential, "evidential head", "uncertainty"),
+        "evidential_gate": (evidential, "evidential head + gate", "abstain_score"),
+        "ensemble": (ensemble, f"{ens} of binary heads, member spread", "uncertainty"),
+        "ensemble_gate": (ensemble, f"{ens} of binary heads + gate", "abstain_score"),
+        "evidential_ensemble_spread": (
+            evi_ens,
+            f"{ens} of evidential heads, member spread",
+            "uncertainty_spread",
+        ),
+        "evidential_ensemble_mean": (
+            evi_ens,
+            f"{ens} of evidential heads, mean head uncertainty",
+            "uncertainty",
+        ),
+        "evidential_ensemble_gate": (
+            evi_ens,
+            f"{ens} of evidential heads, mean head uncertainty + gate",
+            "abstain_score",
+        ),
+    }
     return {
-        "evidential": _abstention(
-            _train(store, out, "evidential", "evidential_classification", n_classes=2),
-            ood,
-            kind_of,
-            "evidential",
-        ),
-        "ensemble": _abstention(
-            _train(store, out, "ensemble", "binary", ensemble=ENSEMBLE),
-            ood,
-            kind_of,
-            f"ensemble x{ENSEMBLE} of binary heads",
-        ),
-        "evidential_ensemble_spread": _abstention(
-            _train(
-                store,
-                out,
-                "evidential_ensemble",
-                "evidential_classification",
-                ENSEMBLE,
-                n_classes=2,
-            ),
-            ood,
-            kind_of,
-            f"ensemble x{ENSEMBLE} of evidential heads, member spread",
-            column="uncertainty_spread",
-        ),
-        "evidential_ensemble_mean": _abstention(
-            out / "evidential_ensemble",
-            ood,
-            kind_of,
-            f"ensemble x{ENSEMBLE} of evidential heads, mean head uncertainty",
-        ),
+        name: _abstention(run, ood, kind_of, label, column=column)
+        for name, (run, label, column) in checks.items()
     }
 
 
