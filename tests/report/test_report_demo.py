@@ -27,6 +27,7 @@ def test_demo_stage_list_is_explicit_and_ordered() -> None:
         "deidentify",
         "curate",
         "labels",
+        "pretrain",
         "train",
         "baseline",
         "ood",

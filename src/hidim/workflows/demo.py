@@ -7,12 +7,14 @@ Stages (each calls the owning stage's library function; nothing here computes re
 2. ``deidentify``  PS3.15 profile + burned-in PHI masking → release folder, audit, reid table.
 3. ``curate``      release folder → store (fps normalisation, patient-level splits).
 4. ``labels``      labels.csv (hospital IDs) → labels.parquet through the reid table.
-5. ``train``       small video model + Cox head, deep ensemble; predictions + metrics.
-6. ``baseline``    (``--baseline``) the 2-D-per-frame baseline on the same data.
-7. ``ood``         the OOD inputs de-identified, curated and predicted: does it abstain?
-8. ``explain``     saliency + sanity checks, occlusion (marker, outside sector), phases.
-9. ``audit``       subgroup audit with bootstrap CIs.
-10. ``report``     the HTML readiness report + report.json.
+5. ``pretrain``    supervised pretraining: the small video model regresses EF (every echo
+                   has one; outcomes are scarce).
+6. ``train``       Cox head on that encoder (fine-tuned), deep ensemble; predictions + metrics.
+7. ``baseline``    (``--baseline``) the 2-D-per-frame baseline on the same data.
+8. ``ood``         the OOD inputs de-identified, curated and predicted: does it abstain?
+9. ``explain``     saliency + sanity checks, occlusion (marker, outside sector), phases.
+10. ``audit``      subgroup audit with bootstrap CIs.
+11. ``report``     the HTML readiness report + report.json.
 
 Each stage prints a line with its wall time; the library functions show their own rich
 progress bars. ``run_demo`` returns a :class:`DemoResult` with the report path, the headline
@@ -42,6 +44,7 @@ from hidim.workflows.demo_settings import (
     demo_key,
     explain_options,
     phantom_config,
+    pretrain_config,
     training_config,
 )
 
@@ -82,6 +85,10 @@ class DemoContext:
     @property
     def run(self) -> Path:
         return self.out / "run"
+
+    @property
+    def pretrain_run(self) -> Path:
+        return self.out / "pretrain"
 
     @property
     def baseline_run(self) -> Path:
@@ -170,11 +177,31 @@ def _labels(ctx: DemoContext) -> str:
     return f"{res.n_written} patients labelled ({len(res.unmatched_lines)} unmatched rows)"
 
 
+def _pretrain(ctx: DemoContext) -> str:
+    from hidim.training.train import train
+
+    res = train(
+        pretrain_config(ctx.settings, ctx.store, ctx.seed), ctx.pretrain_run, overwrite=True
+    )
+    test = (res.metrics.get("test") or {}).get("metrics", {})
+    return (
+        f"{res.seconds:.0f} s, EF regression test R² {test.get('r2', float('nan')):.3f}, "
+        f"MAE {test.get('mae', float('nan')):.1f} points"
+    )
+
+
 def _train(ctx: DemoContext, *, baseline: bool = False) -> str:
     from hidim.training.train import train
 
     out = ctx.baseline_run if baseline else ctx.run
-    config = training_config(ctx.settings, ctx.store, ctx.seed, baseline=baseline)
+    pretrained = ctx.settings.pretrain_epochs > 0 and not baseline
+    config = training_config(
+        ctx.settings,
+        ctx.store,
+        ctx.seed,
+        baseline=baseline,
+        init_from=ctx.pretrain_run if pretrained else None,
+    )
     res = train(config, out, ensemble=1 if baseline else ctx.settings.ensemble, overwrite=True)
     _write_model_card(out, baseline=baseline)
     test = (res.metrics.get("test") or {}).get("metrics", {})
@@ -251,7 +278,17 @@ STAGES: tuple[Stage, ...] = (
     Stage("deidentify", "PS3.15 profile, UID remap, burned-in PHI masking", _deidentify),
     Stage("curate", "DICOM → store: fps normalisation, patient-level splits", _curate),
     Stage("labels", "outcomes + demographics through the re-identification table", _labels),
-    Stage("train", "small video model + Cox head, deep ensemble; predictions", _train),
+    Stage(
+        "pretrain",
+        "supervised pretraining: the video encoder learns EF, which every echo has",
+        _pretrain,
+        enabled=lambda s: s.pretrain_epochs > 0,
+    ),
+    Stage(
+        "train",
+        "Cox head on the pretrained video encoder (fine-tuned), deep ensemble; predictions",
+        _train,
+    ),
     Stage(
         "baseline",
         "2-D-per-frame baseline (ResNet-18 per frame)",
@@ -311,6 +348,7 @@ def run_demo(
     baseline: bool | None = None,
     console: Console | None = None,
     stages: Sequence[Stage] = STAGES,
+    threads: int | None = 1,
 ) -> DemoResult:
     """Run every demo stage into ``out_dir`` and return the report path and headline numbers.
 
@@ -323,6 +361,10 @@ def run_demo(
             it adds several minutes on a CPU).
         console: Where to print progress (default: a new rich console).
         stages: The stages to run (default :data:`STAGES`, all of them).
+        threads: CPU threads for torch during the demo (restored afterwards). One seed gives
+            identical results only at one thread count (float sums in the convolutions are
+            ordered by thread and training amplifies the difference), so the default 1
+            makes the demo reproducible on any machine; ``None`` keeps torch's setting.
 
     Returns:
         A :class:`DemoResult`.
@@ -330,6 +372,32 @@ def run_demo(
     Raises:
         DemoError: a stage is unavailable or failed; the message names the stage.
     """
+    import torch
+
+    if threads is not None and threads < 1:
+        raise DemoError(f"threads must be >= 1 (or None for torch's default), got {threads}")
+    before = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        return _run_demo(
+            out_dir, quick=quick, seed=seed, baseline=baseline, console=console, stages=stages
+        )
+    finally:
+        torch.set_num_threads(before)
+
+
+def _run_demo(
+    out_dir: str | os.PathLike[str],
+    *,
+    quick: bool,
+    seed: int,
+    baseline: bool | None,
+    console: Console | None,
+    stages: Sequence[Stage],
+) -> DemoResult:
+    import torch
+
     console = console or Console()
     settings = QUICK if quick else FULL
     if baseline is not None:
@@ -350,7 +418,6 @@ def run_demo(
         console.print(f"    [green]✓[/] {summary} [dim]({timings[stage.name]:.1f} s)[/]")
     head = _headline(ctx)
     _print_headline(console, head, timings)
-    import torch
 
     write_run_json(
         ctx.out,
