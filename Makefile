@@ -6,7 +6,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.hidim-installed
-APT_PACKAGES := tesseract-ocr tesseract-ocr-eng dicom3tools dcmtk chromium
+APT_PACKAGES := tesseract-ocr tesseract-ocr-eng dicom3tools dcmtk chromium orthanc orthanc-dicomweb
 DEMO_OUT ?= demo-out
 PYTEST_ARGS ?= -n 2
 
@@ -23,12 +23,12 @@ setup: system-deps $(STAMP)
 # Debian packages: installed when we can (root + apt-get); tests that need them say so and skip otherwise.
 system-deps:
 	@missing=""; \
-	for b in tesseract dciodvfy dcmdump chromium; do command -v $$b >/dev/null 2>&1 || missing="$$missing $$b"; done; \
+	for b in tesseract dciodvfy dcmdump chromium Orthanc; do command -v $$b >/dev/null 2>&1 || missing="$$missing $$b"; done; \
 	if [ -n "$$missing" ]; then \
 	  if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
 	    echo "installing Debian packages (missing:$$missing)"; \
 	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(APT_PACKAGES) >/dev/null) \
-	      || echo "warning: apt-get could not install $(APT_PACKAGES); OCR/dciodvfy/browser tests will skip"; \
+	      || echo "warning: apt-get could not install $(APT_PACKAGES); OCR/dciodvfy/browser/DICOMweb tests will skip"; \
 	  else echo "warning: cannot install$$missing (need root + apt-get); the tests that need them will skip"; fi; \
 	fi
 
