@@ -137,3 +137,15 @@ def test_evaluate_bootstrap_vector_metric_with_undefined_entries() -> None:
 
     always = bootstrap_ci(defined_on_the_original_only, x, n_boot=20, max_failed_fraction=1.0)
     assert always.n_failed == 20 and np.isnan(always.low) and always.replicates.shape[0] == 0
+
+
+def test_rank_auroc_equals_sklearn_with_ties() -> None:
+    from sklearn.metrics import roc_auc_score
+
+    from hidim.evaluate.classification import rank_auroc
+
+    rng = np.random.default_rng(3)
+    y = rng.random(300) < 0.3
+    s = np.round(rng.normal(size=300) + y, 1)  # many ties
+    assert rank_auroc(y, s) == pytest.approx(roc_auc_score(y, s), abs=1e-12)
+    assert np.isnan(rank_auroc(np.zeros(5, bool), np.arange(5.0)))

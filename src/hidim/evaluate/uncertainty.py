@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-from torch import Tensor, nn
+
+if TYPE_CHECKING:  # torch is imported inside the functions that need it (fast CLI start)
+    from torch import Tensor, nn
 
 from hidim.errors import EvaluationError
 from hidim.evaluate._validation import as_1d_float, check_same_length
@@ -195,6 +196,8 @@ def enable_mc_dropout(model: nn.Module) -> list[nn.Module]:
 
     Batch norm and everything else stay in inference mode, so only dropout is stochastic.
     """
+    from torch import nn
+
     model.eval()
     layers: list[nn.Module] = [
         m for m in model.modules() if isinstance(m, nn.modules.dropout._DropoutNd)
@@ -230,6 +233,8 @@ def mc_dropout_predict(
     Raises:
         EvaluationError: the model has no dropout layer (MC dropout would return copies).
     """
+    import torch
+
     if not isinstance(n_samples, int) or n_samples < 2:
         raise EvaluationError(f"n_samples must be an int >= 2, received {n_samples!r}")
     modes = {m: m.training for m in model.modules()}
@@ -259,6 +264,8 @@ def mc_dropout_predict(
 
 def _entropy(p: Tensor) -> Tensor:
     """Entropy (nats) of ``[B, K]`` probabilities or ``[B]`` Bernoulli probabilities."""
+    import torch
+
     if p.ndim == 1:
         p = torch.stack([1 - p, p], dim=1)
     return -(p * torch.log(p.clamp_min(1e-12))).sum(dim=1)
@@ -279,6 +286,8 @@ def ensemble_aggregate(predictions: Sequence[Mapping[str, Any]]) -> dict[str, Te
     Args:
         predictions: list of dicts of ``[B, ...]`` tensors/arrays, one per member (>= 2).
     """
+    import torch
+
     if len(predictions) < 2:
         raise EvaluationError(
             f"need predictions of at least 2 members, received {len(predictions)}"

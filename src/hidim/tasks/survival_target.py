@@ -10,17 +10,24 @@ boolean, both one-dimensional and of equal length, and at least one event must b
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-from torch import Tensor
 
 from hidim.errors import SurvivalDataError
+
+if TYPE_CHECKING:  # torch is imported where it is used: the metrics never need it
+    import torch
+    from torch import Tensor
 
 __all__ = ["SurvivalTarget", "check_survival_arrays", "check_survival_tensors"]
 
 _STRUCTURED_DTYPE = np.dtype([("event", bool), ("time", np.float64)])
+
+
+def _is_tensor(x: Any) -> bool:
+    """A torch tensor, checked without importing torch (it is loaded if ``x`` is one)."""
+    return type(x).__module__.startswith("torch") and hasattr(x, "detach")
 
 
 def _first_bad(mask: np.ndarray) -> int:
@@ -49,8 +56,8 @@ def check_survival_arrays(
     Raises:
         SurvivalDataError: naming the first offending index and value, and the fix.
     """
-    t = np.asarray(time.detach().cpu() if isinstance(time, Tensor) else time)
-    e = np.asarray(event.detach().cpu() if isinstance(event, Tensor) else event)
+    t = np.asarray(time.detach().cpu() if _is_tensor(time) else time)
+    e = np.asarray(event.detach().cpu() if _is_tensor(event) else event)
     if t.ndim != 1 or e.ndim != 1:
         raise SurvivalDataError(
             f"{name}: expected 1-D time and event arrays, received shapes {t.shape} and "
@@ -112,6 +119,8 @@ def check_survival_tensors(time: Tensor, event: Tensor, *, n: int | None = None)
         event: ``[B]`` bool (or 0/1) event indicator.
         n: expected batch size (length of the model output), if known.
     """
+    import torch
+
     if time.ndim != 1 or event.ndim != 1 or time.shape[0] != event.shape[0]:
         raise SurvivalDataError(
             f"expected time and event of shape [B], received {tuple(time.shape)} and "
@@ -191,8 +200,11 @@ class SurvivalTarget:
         y["time"] = self.time
         return y
 
-    def to_tensors(self, dtype: torch.dtype = torch.float32) -> tuple[Tensor, Tensor]:
-        """``(time [n] dtype, event [n] bool)`` tensors for a loss."""
+    def to_tensors(self, dtype: torch.dtype | None = None) -> tuple[Tensor, Tensor]:
+        """``(time [n] dtype, event [n] bool)`` tensors for a loss (default float32)."""
+        import torch
+
+        dtype = torch.float32 if dtype is None else dtype
         return torch.as_tensor(self.time, dtype=dtype), torch.as_tensor(self.event)
 
     def __getitem__(self, index: Any) -> SurvivalTarget:

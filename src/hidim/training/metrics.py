@@ -70,15 +70,11 @@ def r2(y: np.ndarray, s: np.ndarray) -> float:
 
 
 def auroc(y: np.ndarray, s: np.ndarray) -> float:
-    """Area under the ROC curve (Mann-Whitney U with midranks for ties; NaN if one class)."""
-    pos = y == 1
-    n_pos, n_neg = int(pos.sum()), int((~pos).sum())
-    if n_pos == 0 or n_neg == 0:
-        return math.nan
-    from scipy.stats import rankdata
+    """Area under the ROC curve (:func:`hidim.evaluate.classification.rank_auroc`; NaN if
+    one class)."""
+    from hidim.evaluate.classification import rank_auroc
 
-    ranks = rankdata(s)
-    return float((ranks[pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+    return rank_auroc(y, s)
 
 
 def auprc(y: np.ndarray, s: np.ndarray) -> float:
