@@ -17,7 +17,8 @@ from sklearn.metrics import roc_auc_score
 from sksurv.metrics import concordance_index_censored
 
 from hidim.errors import EvaluationError
-from hidim.evaluate.subgroup import add_age_band, audit_run, parse_by, subgroup_audit
+from hidim.evaluate.subgroup import add_age_band, parse_by, subgroup_audit
+from hidim.evaluate.subgroup_run import audit_run
 
 
 def _binary(n: int = 600, gap: float = 0.3, seed: int = 0) -> pd.DataFrame:

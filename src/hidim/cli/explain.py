@@ -130,7 +130,7 @@ def register(app: typer.Typer) -> None:
         from the reference, and small-n warnings; writes RUN/audit/summary.json, forest plots
         and run.json.
         """
-        from hidim.evaluate.subgroup import audit_run
+        from hidim.evaluate.subgroup_run import audit_run
 
         ref: Any = reference
         if "=" in reference:

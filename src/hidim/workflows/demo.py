@@ -250,7 +250,7 @@ def _explain(ctx: DemoContext) -> str:
 
 
 def _audit(ctx: DemoContext) -> str:
-    from hidim.evaluate.subgroup import audit_run
+    from hidim.evaluate.subgroup_run import audit_run
 
     res = audit_run(
         ctx.run, by=("sex", "ethnicity", "site"), n_boot=ctx.settings.n_boot, seed=ctx.seed
