@@ -46,7 +46,8 @@ def register(app: typer.Typer) -> None:
         deid_audit: Path | None = typer.Option(
             None,
             "--deid-audit",
-            help="The de-identification audit Parquet (default: looked up near the store).",
+            help="The de-identification audit Parquet (default: the one of the release folder "
+            "`hidim curate` read, recorded in the store's run.json).",
         ),
         baseline: Path | None = typer.Option(
             None,

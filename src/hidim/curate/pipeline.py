@@ -185,6 +185,7 @@ def curate(
             fractions,
             record_paths,
             show_progress,
+            _deid_audits(paths),
         )
 
 
@@ -199,6 +200,7 @@ def _run(
     fractions: Sequence[float],
     record_paths: bool,
     show_progress: bool,
+    deid_audits: list[str],
 ) -> CurateResult:
     remove_temporaries(root)
     manifest, old_ledger = _load_existing(root)
@@ -296,9 +298,22 @@ def _run(
             "failed": len(result.failed),
             "duplicates": result.duplicates,
             "files": result.files,
+            # the de-identification audits of released input folders (for `hidim report`);
+            # a release folder's path is not PHI, raw input paths are never recorded
+            "deid_audits": deid_audits,
         },
     )
     return result
+
+
+def _deid_audits(paths: Sequence[str | os.PathLike[str]]) -> list[str]:
+    """``deid_audit.parquet`` of every input folder that is a ``hidim deid`` release."""
+    found = []
+    for p in paths:
+        audit = Path(p) / "deid_audit.parquet"
+        if Path(p).is_dir() and audit.is_file():
+            found.append(str(audit.resolve()))
+    return found
 
 
 def _ledger_rows(

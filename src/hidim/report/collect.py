@@ -90,12 +90,16 @@ def locate_deid_audit(store: Path | None) -> Path | None:
     """The de-identification audit beside a store, when the pipeline kept it there.
 
     Looks for ``deid_audit.parquet`` / ``audit.parquet`` in the store and, through the
-    store's ``run.json`` (the curated input folder), in the de-identified folder.
+    store's ``run.json`` (``extra.deid_audits``, recorded by ``hidim curate`` for input
+    folders that are ``hidim deid`` releases), in the de-identified folder.
     """
     if store is None:
         return None
     candidates = [store / "deid_audit.parquet", store / "deid" / "audit.parquet"]
     run = _read_mapping(store / "run.json")
+    recorded = _lookup(run, "extra.deid_audits")  # written by `hidim curate`
+    if isinstance(recorded, list):
+        candidates += [Path(str(a)) for a in recorded]
     source = _lookup(run, "config.input", "config.inputs", "config.in_dir", "extra.input")
     if isinstance(source, list) and source:
         source = source[0]
