@@ -61,6 +61,12 @@ def _ood_store(root: Path, *, frames: int = 12, size: int = 32) -> Path:
                 "deidentified": True,
             }
         )
+    volume = rng.integers(0, 256, (1, frames, size, size), dtype=np.uint8)
+    info = write_series_array(root, "9100ct000000000", volume)
+    rows.append(
+        {**rows[-1], "series_key": "9100ct000000000", "series_uid": "9.9.9.1", "study_uid": "9.9.9",
+         "patient_key": "CT0", "modality": "CT", "view": None, "array_path": info["array_path"]}
+    )  # fmt: skip
     write_manifest(root, rows)
     return root
 
@@ -99,7 +105,15 @@ def test_cox_ensemble_gate_refuses_blank_and_noise(
     assert (studies["abstain"].to_numpy() == expected).all()
     assert (~(studies["abstain_score"] <= 1) == studies["abstain"]).all()
 
-    ood = predict(run, _ood_store(tmp_path / "ood"), show_progress=False).studies
+    result = predict(run, _ood_store(tmp_path / "ood"), show_progress=False)
+    ood = result.studies
+    # the CT volume has no echo view: refused before the model, recorded with the reason
+    assert result.refused is not None and result.refused["series_key"].tolist() == [
+        "9100ct000000000"
+    ]
+    assert "no view label: the model takes only A4C" in result.refused["reason"].iloc[0]
+    assert pd.read_parquet(result.paths["refused"]).shape[0] == 1
+    assert "9100ct000000000" not in set(ood["series_key"])
     # the ensemble spread alone does not see these; the image density does
     assert (ood["ood_distance"] > rule["ood_threshold"]).all()
     assert ood["abstain"].all()

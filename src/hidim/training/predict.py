@@ -23,8 +23,10 @@ are answered; ``abstain_reason`` says which rule fired (``out_of_distribution`` 
 ``uncertain``) and ``abstain_score`` is the larger of the two ratios value / threshold
 (above 1 or NaN: abstained), one score for risk–coverage curves.
 
-Outputs (Parquet): ``predictions.parquet`` (per study), ``predictions_clips.parquet``, and
-``survival_curves.parquet`` (long: ``study_uid``, ``time``, ``survival``) for survival heads.
+Outputs (Parquet): ``predictions.parquet`` (per study), ``predictions_clips.parquet``,
+``predictions_refused.parquet`` (series of the store the model did not score, with the
+reason: e.g. a CT volume has no view the model takes), and ``survival_curves.parquet``
+(long: ``study_uid``, ``time``, ``survival``) for survival heads.
 """
 
 from __future__ import annotations
@@ -74,6 +76,7 @@ class PredictResult:
     abstain_threshold: float | None
     uncertainty_source: str
     task: str
+    refused: pd.DataFrame | None = None
 
 
 def abstention_threshold(val_uncertainty: np.ndarray, coverage: float) -> float | None:
@@ -428,6 +431,30 @@ def _ratio(x: np.ndarray, threshold: float) -> np.ndarray:
     return np.where(x <= threshold, 1.0, np.nan)
 
 
+def _refused(
+    store: Store, clips: pd.DataFrame, views: Sequence[str] | None, splits: Sequence[str] | None
+) -> pd.DataFrame:
+    """Series of the store the model did not score, each with the reason (never dropped
+    silently): a view the model was not trained on (e.g. a CT volume with no echo view)."""
+    m = store.manifest
+    if splits and "split" in m:
+        m = m[m["split"].isin(list(splits))]
+    scored = {k for keys in clips["series_key"].astype(str) for k in keys.split("|")}
+    left = m[~m["series_key"].astype(str).isin(scored)]
+    wanted = list(views or ())
+
+    def reason(view: Any) -> str:
+        if wanted and (view is None or pd.isna(view) or str(view) not in wanted):
+            shown = "no view label" if view is None or pd.isna(view) else f"view {view}"
+            return f"{shown}: the model takes only {', '.join(wanted)}"
+        return "not scored (no clip could be cut from this series)"
+
+    cols = [c for c in ("series_key", "study_uid", "patient_key", "modality", "view") if c in m]
+    out = left[cols].copy().reset_index(drop=True)
+    out["reason"] = [reason(v) for v in left["view"]] if "view" in left else "not scored"
+    return out
+
+
 def _write_parquet(df: pd.DataFrame, path: Path) -> None:
     import io
 
@@ -452,6 +479,7 @@ def _out_paths(run_dir: Path, out: str | os.PathLike[str] | None) -> dict[str, P
             else f"{stem}_survival_curves.parquet"
         ),
         "info": base / f"{stem}.json",
+        "refused": base / f"{stem}_refused.parquet",
     }
 
 
@@ -557,8 +585,10 @@ def predict(
         curves["time"] = grid[curves["k"].to_numpy(dtype=int)]
         curves = curves[["study_uid", "time", "survival"]].sort_values(["study_uid", "time"])
     paths = _out_paths(Path(run_dir), out)
+    refused = _refused(st, clips, cfg.data.views, splits)
     _write_parquet(studies, paths["studies"])
     _write_parquet(clips, paths["clips"])
+    _write_parquet(refused, paths["refused"])
     if curves is not None:
         _write_parquet(curves, paths["curves"])
     info = {
@@ -567,6 +597,7 @@ def predict(
         "store": str(st.path.resolve()),
         "n_studies": int(len(studies)),
         "n_clips": int(len(clips)),
+        "n_refused_series": int(len(refused)),
         "members": len(bundle.members),
         "uncertainty_source": source,
         "mc_dropout_samples": mc,
@@ -590,6 +621,7 @@ def predict(
         abstain_threshold=threshold,
         uncertainty_source=source,
         task=kind,
+        refused=refused,
     )
 
 
