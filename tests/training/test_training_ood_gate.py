@@ -14,6 +14,7 @@ import torch
 
 from hidim.evaluate.uncertainty import fit_abstention_threshold
 from hidim.store.writer import init_store, write_manifest, write_series_array
+from hidim.training.abstention import apply_rule, fit_rule
 from hidim.training.bundle import load_run
 from hidim.training.config import config_from_dict
 from hidim.training.ood_gate import (
@@ -23,7 +24,7 @@ from hidim.training.ood_gate import (
     ood_distance,
     save_density,
 )
-from hidim.training.predict import _apply_rule, _fit_rule, predict
+from hidim.training.predict import predict
 from hidim.training.train import train
 
 _NORM = json.dumps({"method": "scale", "scale": 1 / 255, "offset": 0.0, "clip": None})
@@ -132,25 +133,25 @@ def test_gate_can_be_switched_off(tiny_store: Path, base_config, tmp_path: Path)
     assert (studies.loc[studies["abstain"], "abstain_reason"] == "uncertain").all()
 
 
-def test_fit_rule_answers_the_coverage_with_both_rules() -> None:
+def testfit_rule_answers_the_coverage_with_both_rules() -> None:
     rng = np.random.default_rng(0)
     u, d = rng.random(400), rng.gamma(4.0, 0.25, 400)
-    thr, ood_thr = _fit_rule(u, d, coverage=0.9, ood_quantile=0.97)
+    thr, ood_thr = fit_rule(u, d, coverage=0.9, ood_quantile=0.97)
     assert ood_thr == fit_abstention_threshold(d, 0.97)
     answered = (u <= thr) & (d <= ood_thr)
     assert 0.9 <= answered.mean() <= 0.92  # conformal: at least the coverage, not much more
     # too few validation studies for the gate's quantile: the largest distance seen
-    thr_small, ood_small = _fit_rule(u[:20], d[:20], coverage=0.9, ood_quantile=0.99)
+    thr_small, ood_small = fit_rule(u[:20], d[:20], coverage=0.9, ood_quantile=0.99)
     assert ood_small == d[:20].max()
     # no gate: the plain uncertainty threshold
-    assert _fit_rule(u, None, 0.9, 0.99) == (fit_abstention_threshold(u, 0.9), None)
+    assert fit_rule(u, None, 0.9, 0.99) == (fit_abstention_threshold(u, 0.9), None)
 
 
-def test_apply_rule_reasons_and_score() -> None:
+def testapply_rule_reasons_and_score() -> None:
     studies = pd.DataFrame(
         {"uncertainty": [0.1, 0.9, 0.1, np.nan], "ood_distance": [0.5, 0.5, 7.0, 0.5]}
     )
-    out = _apply_rule(studies, threshold=0.5, ood_threshold=2.0)
+    out = apply_rule(studies, threshold=0.5, ood_threshold=2.0)
     assert out["abstain"].tolist() == [False, True, True, True]
     assert out["abstain_reason"].tolist() == ["", "uncertain", "out_of_distribution", "uncertain"]
     assert out["abstain_score"].tolist()[:3] == pytest.approx([0.25, 1.8, 3.5])
