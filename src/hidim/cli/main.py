@@ -9,14 +9,14 @@ from __future__ import annotations
 import typer
 
 from hidim import __version__
-from hidim.cli import curate, deid, explain, phantom, report, train
+from hidim.cli import curate, deid, dicomweb, explain, phantom, report, train
 
 app = typer.Typer(
     name="hidim",
     help=(
         "hidim: clinically translatable AI for high-dimensional medical imaging "
         "(echo cine loops, CT and MR volumes).\n\n"
-        "Pipeline: phantom → deid → curate → labels import → train → predict → "
+        "Pipeline: (pacs pull | phantom) → deid → curate → labels import → train → predict → "
         "explain → audit → report. `hidim demo` runs all of it on the built-in phantom."
     ),
     no_args_is_help=True,
@@ -39,7 +39,7 @@ def _root(
     """hidim command line."""
 
 
-for _module in (phantom, deid, curate, train, explain, report):
+for _module in (dicomweb, phantom, deid, curate, train, explain, report):
     _module.register(app)
 
 
