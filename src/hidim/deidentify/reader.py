@@ -2,7 +2,7 @@
 
 Outcomes for bad inputs (never raised as a crash of the batch):
 
-* zero-byte file, not DICOM at all → rejected;
+* zero-byte file → rejected (failed); not DICOM at all → skipped (reported, not copied);
 * a data set without preamble/file meta but with a SOP class and instance → read anyway
   (``repaired``: the output gets a proper preamble and file meta);
 * truncated (an element or the pixel data shorter than its length says, a missing sequence
@@ -141,6 +141,18 @@ def _expected_pixel_bytes(ds: Dataset) -> int | None:
     return (total_bits + 7) // 8
 
 
+def _looks_like_dicom(ds: Dataset) -> bool:
+    """At least three elements with standard dictionary tags (group 0x0008 or higher): a
+    data set, not text or another binary format parsed by force."""
+    from pydicom.datadict import dictionary_has_tag
+
+    try:
+        known = sum(1 for tag in list(ds._dict)[:64] if dictionary_has_tag(tag))
+    except Exception:  # noqa: BLE001 - garbage parsed by force
+        return False
+    return known >= 3
+
+
 def read_input(data: bytes) -> ReadResult:
     """Parse ``data`` (a whole file) or raise :class:`RejectedInput` with a PHI-free reason."""
     if not data:
@@ -153,10 +165,17 @@ def read_input(data: bytes) -> ReadResult:
             try:
                 ds = dcmread(io.BytesIO(data), force=True)
             except Exception as exc:  # noqa: BLE001
-                raise RejectedInput(f"not a DICOM file ({type(exc).__name__})") from None
-            if "SOPClassUID" not in ds or "SOPInstanceUID" not in ds:
                 raise RejectedInput(
-                    "not a DICOM file (no preamble, no file meta, no SOP UIDs)"
+                    f"not a DICOM file ({type(exc).__name__}): not copied", "skipped"
+                ) from None
+            if "SOPClassUID" not in ds or "SOPInstanceUID" not in ds:
+                if _looks_like_dicom(ds):  # a damaged DICOM data set: someone must look
+                    raise RejectedInput(
+                        "DICOM data set without preamble, file meta or SOP UIDs"
+                    ) from None
+                raise RejectedInput(
+                    "not a DICOM file (no preamble, no file meta, no SOP UIDs): not copied",
+                    "skipped",
                 ) from None
             repaired = "no preamble/file meta: rebuilt"
         except Exception as exc:  # noqa: BLE001
