@@ -38,3 +38,12 @@ def test_uncertainty_method_mentions_the_image_density_gate(tmp_path: Path) -> N
     method = collect(run).uncertainty.method
     assert method is not None
     assert "ensemble members" in method and "image-density gate" in method and "2.5" in method
+
+
+def test_model_card_names_self_supervised_pretraining(tmp_path: Path) -> None:
+    run = make_run(tmp_path)
+    init = {"file": "/runs/ssl/checkpoints/model.pt", "sha256": "ab" * 32, "task": "ssl_simclr"}
+    (run / "preprocessing.json").write_text(json.dumps({"init_from": init}))
+    card = collect(run).model_card
+    assert card.pretrained is not None and "self-supervised (SIMCLR" in card.pretrained
+    assert "fine-tuned" in card.pretrained

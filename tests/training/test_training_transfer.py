@@ -105,3 +105,20 @@ def test_relative_init_from_resolves_against_the_config(ef_run: Path, tmp_path: 
         "task: {head: cox}\n"
     )
     assert load_config(folder / "cox.yaml").model.init_from == str(ef_run.resolve())
+
+
+def test_single_clip_encoder_initialises_a_shared_multiview_backbone(
+    ef_run: Path, base_config
+) -> None:
+    source = _encoder(load_run(ef_run).model)
+    cfg = config_from_dict(
+        base_config(
+            data={"views": ["A4C", "PLAX"]},
+            model={"multiview": {"shared": True, "pooling": "attention"}},
+        )
+    )
+    module = HidimModule(config=cfg, in_channels=1)
+    info = init_encoder_from(module.net, ef_run)
+    state = module.net.state_dict()
+    assert info["tensors"] == len(source)
+    assert all(torch.equal(state[f"multiview.{k}"], v) for k, v in source.items())

@@ -9,7 +9,17 @@ from __future__ import annotations
 import typer
 
 from hidim import __version__
-from hidim.cli import curate, deid, dicomweb, explain, federated, phantom, report, train
+from hidim.cli import (
+    curate,
+    deid,
+    dicomweb,
+    explain,
+    federated,
+    phantom,
+    pretrain,
+    report,
+    train,
+)
 
 app = typer.Typer(
     name="hidim",
@@ -39,7 +49,7 @@ def _root(
     """hidim command line."""
 
 
-for _module in (dicomweb, phantom, deid, curate, train, federated, explain, report):
+for _module in (dicomweb, phantom, deid, curate, pretrain, train, federated, explain, report):
     _module.register(app)
 
 

@@ -217,13 +217,19 @@ def _pretraining(cfg: Any, run_dir: Path) -> str | None:
             pre = read_json(run_dir / str(entries[0].get("dir", ".")) / "preprocessing.json")
     init = pre.get("init_from") if isinstance(pre, Mapping) else None
     if isinstance(init, Mapping):
-        task = init.get("task") or "another task"
+        task = str(init.get("task") or "another task")
         target = f" of {init['target']}" if init.get("target") else ""
         frozen = _lookup(cfg, "model.freeze_encoder") is True
-        parts.append(
-            f"supervised: image encoder from a hidim run trained for {task}{target} "
-            f"({'frozen' if frozen else 'fine-tuned'}; sha256 {str(init.get('sha256', ''))[:12]})"
-        )
+        how = f"{'frozen' if frozen else 'fine-tuned'}; sha256 {str(init.get('sha256', ''))[:12]}"
+        if task.startswith("ssl_"):
+            parts.append(
+                f"self-supervised ({task[4:].upper()}, hidim pretrain on unlabelled loops): "
+                f"image encoder ({how})"
+            )
+        else:
+            parts.append(
+                f"supervised: image encoder from a hidim run trained for {task}{target} ({how})"
+            )
     return "; ".join(parts) or None
 
 

@@ -5,7 +5,9 @@ ejection fraction, few patients have years of follow-up. The usual remedy (paper
 "Pretraining"; Ouyang et al. 2020, Ghorbani et al. 2020) is to pretrain the video encoder on
 the plentiful task and fine-tune it on the scarce one. ``model.init_from: RUN`` does that:
 
-* ``RUN`` is a ``hidim train`` run directory (its first member) or a ``model.pt`` file;
+* ``RUN`` is a ``hidim train`` or ``hidim pretrain`` (self-supervised) run directory (its
+  first member) or a ``model.pt`` file; a single-clip encoder also initialises the shared
+  backbone of a multi-view model;
 * the parameters and buffers of the **image encoder** (``backbone.*`` or ``multiview.*``)
   are copied into the new network, after checking that every one exists with the same
   shape (a different backbone or width is an error naming the first mismatch); heads and
@@ -84,20 +86,26 @@ def init_encoder_from(net: HidimNet, source: str | os.PathLike[str]) -> dict[str
         if k.removeprefix("net.").startswith(ENCODER_PREFIXES)
     }
     target = {k: v for k, v in net.state_dict().items() if k.startswith(ENCODER_PREFIXES)}
+    shared = getattr(net.multiview, "backbone", None) is not None
+    if shared and not any(k.startswith("multiview.") for k in source_state):
+        # a single-clip encoder (e.g. `hidim pretrain`) into a shared multi-view backbone:
+        # the fusion's own parameters (attention, view embeddings) keep their initialisation
+        source_state = {f"multiview.{k}": v for k, v in source_state.items()}
+        target = {k: v for k, v in target.items() if k.startswith("multiview.backbone.")}
     missing = sorted(set(target) - set(source_state))
     extra = sorted(set(source_state) - set(target))
     if missing or extra:
         raise TrainingError(
             f"model.init_from: the image encoder in {file} differs from this config's "
             f"(missing {missing[:3]}, unexpected {extra[:3]}); use the same model.backbone, "
-            "backbone_kwargs and multiview settings as the pretraining run"
+            "model.backbone_kwargs and model.multiview settings as the pretraining run"
         )
     for key, value in target.items():
         if tuple(source_state[key].shape) != tuple(value.shape):
             raise TrainingError(
                 f"model.init_from: {key} has shape {tuple(source_state[key].shape)} in {file} "
-                f"but {tuple(value.shape)} here; use the pretraining run's backbone_kwargs "
-                "and in_channels"
+                f"but {tuple(value.shape)} here; use the pretraining run's model.backbone, "
+                "model.backbone_kwargs and in_channels"
             )
     net.load_state_dict(source_state, strict=False)
     config = (payload.get("hparams") or {}).get("config") or {}
