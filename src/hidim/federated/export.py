@@ -35,7 +35,7 @@ from hidim.store import TabularEncoder
 from hidim.training.config import ExperimentConfig, dump_config
 from hidim.training.module import HidimModule
 from hidim.training.ood_gate import DENSITY_FILE, save_density
-from hidim.training.train import MODEL_FILE, MODEL_FORMAT, PREPROCESSING_FILE
+from hidim.training.train import MODEL_FILE, PREPROCESSING_FILE, save_model
 
 __all__ = ["write_model", "write_federated_run", "clean_json", "FEDERATED_FILE", "SITES_DIR"]
 
@@ -58,15 +58,7 @@ def write_model(
     for key, value in (replace or {}).items():
         ref = state[key]
         state[key] = torch.as_tensor(np.asarray(value)).to(ref.dtype).reshape(ref.shape)
-    payload = {
-        "format": MODEL_FORMAT,
-        "hparams": json.loads(json.dumps(dict(module.hparams))),
-        "state_dict": state,
-    }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    save_model(module, path, state_dict=state)
 
 
 def _preprocessing(config: ExperimentConfig, outcome: FederationOutcome) -> dict[str, Any]:

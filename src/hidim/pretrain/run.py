@@ -43,7 +43,7 @@ from hidim.pretrain.data import PairDataset, build_pair_datasets
 from hidim.pretrain.losses import embedding_spread, pair_top1
 from hidim.pretrain.module import SSLModule, ssl_objective
 from hidim.provenance import atomic_write_text, file_sha256, write_run_json
-from hidim.training.train import MODEL_FILE, MODEL_FORMAT
+from hidim.training.train import MODEL_FILE, save_model
 
 __all__ = ["PretrainResult", "pretrain", "save_ssl_model", "eval_batches", "PRETRAIN_FILE"]
 
@@ -71,15 +71,7 @@ class PretrainResult:
 
 def save_ssl_model(module: SSLModule, path: Path) -> None:
     """Write ``model.pt`` in the training format (``hidim-model/1``), atomically."""
-    payload = {
-        "format": MODEL_FORMAT,
-        "hparams": json.loads(json.dumps(dict(module.hparams))),
-        "state_dict": {k: v.detach().cpu() for k, v in module.state_dict().items()},
-    }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    save_model(module, path)
 
 
 def _in_channels(config: SSLConfig, train: PairDataset) -> int:

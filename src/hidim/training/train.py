@@ -179,7 +179,7 @@ def _fit_density(module: HidimModule, dm: HidimDataModule) -> None:
     """Heads with ``fit_density`` (evidential): feature density of the head's inputs
     ``[N, D]`` and targets ``[N]`` on the training split (centre clips, eval mode).
 
-    The fitted buffers are part of the head's ``state_dict``, so :func:`_save_model` stores
+    The fitted buffers are part of the head's ``state_dict``, so :func:`save_model` stores
     them and ``load_run`` restores them.
     """
     fit_density = getattr(module.head, "fit_density", None)
@@ -210,11 +210,21 @@ def _fit_image_density(module: HidimModule, dm: HidimDataModule, path: Path) -> 
     save_density(density, path)
 
 
-def _save_model(module: HidimModule, path: Path) -> None:
+def save_model(
+    module: L.LightningModule, path: Path, *, state_dict: dict[str, torch.Tensor] | None = None
+) -> None:
+    """Write ``model.pt`` (``MODEL_FORMAT``: plain hyper-parameters + tensors) atomically.
+
+    The one writer of the format :func:`hidim.training.bundle.load_member` and
+    :func:`hidim.training.transfer.init_encoder_from` read; ``hidim pretrain`` and
+    ``hidim federated`` use it too. ``state_dict`` replaces the module's (e.g. a site's own
+    batch-norm statistics).
+    """
+    state = module.state_dict() if state_dict is None else state_dict
     payload = {
         "format": MODEL_FORMAT,
         "hparams": json.loads(json.dumps(dict(module.hparams))),
-        "state_dict": {k: v.detach().cpu() for k, v in module.state_dict().items()},
+        "state_dict": {k: v.detach().cpu() for k, v in state.items()},
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
@@ -343,7 +353,7 @@ def train_member(
     _fit_density(module, dm)
     if config.uncertainty.ood_gate:
         _fit_image_density(module, dm, out / "checkpoints" / DENSITY_FILE)
-    _save_model(module, out / "checkpoints" / MODEL_FILE)
+    save_model(module, out / "checkpoints" / MODEL_FILE)
     pre = {**_preprocessing(dm, module), "init_from": init_info}
     atomic_write_text(out / PREPROCESSING_FILE, json.dumps(pre, indent=2))
     score = ckpt.best_model_score
