@@ -23,8 +23,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from hidim.errors import ConfigError, HidimError
-from hidim.training.config import apply_overrides
+from hidim.errors import ConfigError
+from hidim.training.config import apply_overrides, known_backbone
 
 __all__ = [
     "SSLDataConfig",
@@ -103,13 +103,7 @@ class SSLModelConfig(_Section):
     @field_validator("backbone")
     @classmethod
     def _known_backbone(cls, value: str) -> str:
-        from hidim.models.registry import backbone_spec
-
-        try:
-            backbone_spec(value)
-        except HidimError as exc:
-            raise ValueError(str(exc)) from None
-        return value
+        return known_backbone(value)
 
 
 class SSLObjectiveConfig(_Section):

@@ -138,13 +138,18 @@ class ModelConfig(_Section):
     @field_validator("backbone")
     @classmethod
     def _known_backbone(cls, value: str) -> str:
-        from hidim.models.registry import backbone_spec
+        return known_backbone(value)
 
-        try:
-            backbone_spec(value)
-        except HidimError as exc:
-            raise ValueError(str(exc)) from None
-        return value
+
+def known_backbone(value: str) -> str:
+    """Pydantic check of a ``model.backbone`` name against the registry (with suggestions)."""
+    from hidim.models.registry import backbone_spec
+
+    try:
+        backbone_spec(value)
+    except HidimError as exc:
+        raise ValueError(str(exc)) from None
+    return value
 
 
 class TaskConfig(_Section):
