@@ -9,6 +9,19 @@ choices, e.g.::
         model.backbone_kwargs.dropout: {low: 0.0, high: 0.5}
         data.clip_frames: {type: categorical, choices: [16, 32]}
 
+**Architecture search** uses choices that are lists or mappings (offered to Optuna as JSON
+text). A mapping choice sets several keys at once, so one dimension can pick whole
+architectures, each with its own options::
+
+    tune:
+      space:
+        model:
+          choices:
+            - {backbone: small3d, backbone_kwargs: {widths: [8, 16, 32, 64]}}
+            - {backbone: small3d, backbone_kwargs: {widths: [16, 32, 64, 128]}}
+            - {backbone: small2d, backbone_kwargs: {widths: [8, 16, 32, 64]}}
+            - {backbone: resnet10_3d, backbone_kwargs: {}}
+
 Each trial trains one model in ``OUT/trials/<n>/`` and reports the monitored validation
 metric every epoch; the pruner (median or Hyperband) stops unpromising trials early.
 
@@ -52,7 +65,10 @@ def suggest_overrides(trial: Any, space: dict[str, TuneParam]) -> list[str]:
     out = []
     for key, p in space.items():
         if p.type == "categorical" or p.choices is not None:
-            value: Any = trial.suggest_categorical(key, p.choices)
+            value: Any = _suggest_choice(trial, key, list(p.choices or ()))
+            if isinstance(value, dict):  # an architecture: one override per key it sets
+                out.extend(f"{key}.{k}={json.dumps(v)}" for k, v in value.items())
+                continue
         elif p.type == "int":
             value = trial.suggest_int(
                 key,
@@ -65,6 +81,15 @@ def suggest_overrides(trial: Any, space: dict[str, TuneParam]) -> list[str]:
             value = trial.suggest_float(key, p.low, p.high, step=p.step, log=p.log)  # type: ignore[arg-type]
         out.append(f"{key}={json.dumps(value)}")
     return out
+
+
+def _suggest_choice(trial: Any, key: str, choices: list[Any]) -> Any:
+    """``trial.suggest_categorical``, also for choices Optuna cannot store (lists, dicts):
+    those are offered as their canonical JSON text and decoded back."""
+    if all(c is None or isinstance(c, (bool, int, float, str)) for c in choices):
+        return trial.suggest_categorical(key, choices)
+    labels = [json.dumps(c, sort_keys=True) for c in choices]
+    return json.loads(trial.suggest_categorical(key, labels))
 
 
 def _pruning_callback_class() -> type:
@@ -187,9 +212,15 @@ def tune(
     best_value = study.best_value if finished else None
     best_params = dict(study.best_params) if finished else {}
     if finished:
-        best_cfg = config_from_dict(
-            base, overrides=[f"{k}={json.dumps(v)}" for k, v in best_params.items()]
-        )
+        # replay the best trial's choices (decodes JSON-text choices, expands architectures)
+        fixed = optuna.trial.FixedTrial(best_params)
+        best_cfg = config_from_dict(base, overrides=suggest_overrides(fixed, t.space))
+        best_params = {
+            k: _suggest_choice(fixed, k, list(t.space[k].choices or ()))
+            if t.space[k].choices is not None
+            else v
+            for k, v in best_params.items()
+        }
         atomic_write_text(
             out / "best_config.yaml",
             yaml.safe_dump(best_cfg.model_dump(mode="json"), sort_keys=False),
