@@ -122,6 +122,56 @@ def register(app: typer.Typer) -> None:
         for name, path in result.paths.items():
             _console.print(f"  {name}: {path}")
 
+    @app.command("ood-check")
+    def ood_check_cmd(
+        run: Path = typer.Argument(..., help="A `hidim train` run, already predicted."),
+        store: Path = typer.Argument(..., help="A store of inputs the model should refuse."),
+        kind_column: str | None = typer.Option(
+            None,
+            "--kind-column",
+            help="Manifest column that names each series' kind (e.g. modality); "
+            "abstention is reported per kind.",
+        ),
+        n_boot: int = typer.Option(1000, help="Bootstrap replicates of the OOD AUROC."),
+    ) -> None:
+        """Check that the model says "I don't know" on inputs unlike its training data.
+
+        Predicts every series of STORE with the run's abstain rule (uncertainty + image-
+        density gate, fitted on the training store's validation split) applied unchanged,
+        and writes RUN/uncertainty/summary.json (read by `hidim report`): abstention per
+        kind, on in-distribution test studies, and the OOD AUROC.
+        """
+        from rich.table import Table
+
+        from hidim.training.ood_check import SUMMARY_FILE, ood_check
+
+        try:
+            summary = ood_check(run, store, kind_column=kind_column, n_boot=n_boot)
+        except HidimError as exc:
+            _fail(exc)
+            return
+        table = Table(title="does the model abstain?")
+        table.add_column("inputs")
+        table.add_column("n", justify="right")
+        table.add_column("abstained", justify="right")
+        table.add_column("note")
+        table.add_row(
+            "in-distribution test",
+            str(summary["n_id"]),
+            f"{100 * summary['id_abstention']:.0f} %",
+            "",
+        )
+        for kind, row in summary["ood"].items():
+            table.add_row(
+                kind, str(row["n"]), f"{100 * row['abstention']:.0f} %", row.get("note", "")
+            )
+        _console.print(table)
+        auroc = summary["ood_auroc"]
+        _console.print(
+            f"OOD AUROC {auroc['estimate']:.3f} [{auroc['low']:.3f}, {auroc['high']:.3f}]; "
+            f"summary: {Path(run) / SUMMARY_FILE}"
+        )
+
     @app.command("tune")
     def tune_cmd(
         config: Path = typer.Argument(..., help="YAML config with a tune.space section."),
