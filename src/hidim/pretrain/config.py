@@ -14,7 +14,6 @@ file, the dotted key and the nearest valid key.
 
 from __future__ import annotations
 
-import difflib
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -24,7 +23,12 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from hidim.errors import ConfigError
-from hidim.training.config import apply_overrides, known_backbone
+from hidim.training.config import (
+    apply_overrides,
+    format_config_errors,
+    known_backbone,
+    read_yaml_config,
+)
 
 __all__ = [
     "SSLDataConfig",
@@ -223,38 +227,6 @@ class SSLConfig(_Section):
 # ---- loading --------------------------------------------------------------------------------
 
 
-def _valid_keys(loc: Sequence[Any]) -> list[str]:
-    current: Any = SSLConfig
-    for part in loc:
-        fields = getattr(current, "model_fields", None)
-        if not fields or part not in fields:
-            return []
-        ann = fields[part].annotation
-        args = [a for a in getattr(ann, "__args__", (ann,)) if isinstance(a, type)]
-        current = next((a for a in args if issubclass(a, BaseModel)), None)
-        if current is None:
-            return []
-    return list(getattr(current, "model_fields", {}))
-
-
-def _format_errors(exc: ValidationError, source: str) -> str:
-    lines = []
-    for err in exc.errors():
-        loc = list(err["loc"])
-        key = ".".join(str(p) for p in loc) or "(top level)"
-        msg = err["msg"]
-        if err["type"] == "extra_forbidden":
-            names = _valid_keys(loc[:-1])
-            close = difflib.get_close_matches(str(loc[-1]), names, n=1)
-            msg = "unknown key" + (
-                f"; did you mean {close[0]!r}?" if close else f"; valid keys: {names}"
-            )
-        elif "input" in err and err["type"] != "missing":
-            msg = f"{msg} (got {err['input']!r})"
-        lines.append(f"  - {key}: {msg}")
-    return f"invalid pretraining config {source}:\n" + "\n".join(lines)
-
-
 def ssl_config_from_dict(
     raw: Mapping[str, Any], *, overrides: Sequence[str] = (), source: str = "<dict>"
 ) -> SSLConfig:
@@ -272,7 +244,9 @@ def ssl_config_from_dict(
     try:
         return SSLConfig.model_validate(merged)
     except ValidationError as exc:
-        raise ConfigError(_format_errors(exc, source)) from None
+        raise ConfigError(
+            format_config_errors(exc, source, model=SSLConfig, what="pretraining config")
+        ) from None
 
 
 def load_ssl_config(path: str | os.PathLike[str], *, overrides: Sequence[str] = ()) -> SSLConfig:
@@ -284,30 +258,10 @@ def load_ssl_config(path: str | os.PathLike[str], *, overrides: Sequence[str] = 
     Raises:
         ConfigError: the file is missing, not YAML, or invalid.
     """
-    file = Path(path)
-    if not file.is_file():
-        raise ConfigError(
-            f"pretraining config {str(file)!r} not found; pass the path of a YAML config "
-            "such as configs/ssl_pretrain.yaml"
-        )
-    try:
-        raw = yaml.safe_load(file.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"pretraining config {str(file)!r} is not valid YAML: {exc}") from exc
-    if raw is None:
-        raise ConfigError(
-            f"pretraining config {str(file)!r} is empty; see configs/ssl_pretrain.yaml"
-        )
-    merged = apply_overrides(raw, overrides) if isinstance(raw, Mapping) else raw
-    if isinstance(merged, dict):
-        for section, key in (("data", "store"), ("model", "weights")):
-            part = merged.get(section)
-            value = part.get(key) if isinstance(part, dict) else None
-            if isinstance(value, str) and not Path(value).is_absolute():
-                candidate = file.parent / value
-                if candidate.exists():
-                    part[key] = str(candidate.resolve())  # type: ignore[index]
-    return ssl_config_from_dict(merged, source=repr(str(file)))
+    merged = read_yaml_config(
+        path, overrides, what="pretraining config", example="configs/ssl_pretrain.yaml"
+    )
+    return ssl_config_from_dict(merged, source=repr(str(path)))
 
 
 def dump_ssl_config(config: SSLConfig) -> str:

@@ -330,21 +330,25 @@ def _field_names(model: type[BaseModel], loc: Sequence[Any]) -> list[str]:
     return list(getattr(current, "model_fields", {}))
 
 
-def _format_errors(exc: ValidationError, source: str) -> str:
+def format_config_errors(
+    exc: ValidationError, source: str, *, model: type[BaseModel], what: str = "training config"
+) -> str:
+    """One message listing every offending key of a config with the reason, and for an
+    unknown key the nearest valid one (shared by every hidim YAML config)."""
     lines = []
     for err in exc.errors():
         loc = list(err["loc"])
         key = ".".join(str(p) for p in loc) or "(top level)"
         msg = err["msg"]
         if err["type"] == "extra_forbidden":
-            names = _field_names(ExperimentConfig, loc[:-1])
+            names = _field_names(model, loc[:-1])
             close = difflib.get_close_matches(str(loc[-1]), names, n=1)
             hint = f"; did you mean {close[0]!r}?" if close else f"; valid keys: {names}"
             msg = f"unknown key{hint}"
         elif "input" in err and err["type"] not in ("missing",):
             msg = f"{msg} (got {err['input']!r})"
         lines.append(f"  - {key}: {msg}")
-    return f"invalid training config {source}:\n" + "\n".join(lines)
+    return f"invalid {what} {source}:\n" + "\n".join(lines)
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -400,7 +404,7 @@ def config_from_dict(
     try:
         return ExperimentConfig.model_validate(merged)
     except ValidationError as exc:
-        raise ConfigError(_format_errors(exc, source)) from None
+        raise ConfigError(format_config_errors(exc, source, model=ExperimentConfig)) from None
 
 
 def load_config(path: str | os.PathLike[str], *, overrides: Sequence[str] = ()) -> ExperimentConfig:
@@ -413,34 +417,46 @@ def load_config(path: str | os.PathLike[str], *, overrides: Sequence[str] = ()) 
         ConfigError: the file is missing, not YAML, or invalid (the message lists every
             offending key with the reason and the nearest valid key).
     """
+    merged = read_yaml_config(
+        path, overrides, what="config file", example="configs/ef_regression.yaml"
+    )
+    return config_from_dict(merged, source=repr(str(path)))
+
+
+_RELATIVE_PATHS = (("data", "store"), ("model", "init_from"), ("model", "weights"))
+
+
+def read_yaml_config(
+    path: str | os.PathLike[str], overrides: Sequence[str], *, what: str, example: str
+) -> Any:
+    """Read a YAML config, apply ``key=value`` overrides and resolve relative paths.
+
+    ``data.store``, ``model.init_from`` and ``model.weights`` given relative are resolved
+    against the config file's folder when they exist there (otherwise left for the working
+    directory). Shared by the training and pretraining configs.
+
+    Raises:
+        ConfigError: the file is missing, not YAML, or empty (naming ``example``).
+    """
     file = Path(path)
     if not file.is_file():
-        raise ConfigError(f"config file {str(file)!r} not found; pass the path of a YAML config")
+        raise ConfigError(f"{what} {str(file)!r} not found; pass the path of a YAML config")
     try:
         raw = yaml.safe_load(file.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
-        raise ConfigError(f"config file {str(file)!r} is not valid YAML: {exc}") from exc
+        raise ConfigError(f"{what} {str(file)!r} is not valid YAML: {exc}") from exc
     if raw is None:
-        raise ConfigError(
-            f"config file {str(file)!r} is empty; start from configs/ef_regression.yaml"
-        )
+        raise ConfigError(f"{what} {str(file)!r} is empty; start from {example}")
     merged = apply_overrides(raw, overrides) if isinstance(raw, Mapping) else raw
     if isinstance(merged, dict):
-        data = merged.get("data")
-        if isinstance(data, dict) and isinstance(data.get("store"), str):
-            candidate = file.parent / data["store"]
-            if not Path(data["store"]).is_absolute() and candidate.exists():
-                data["store"] = str(candidate.resolve())
-        model = merged.get("model")
-        if isinstance(model, dict) and isinstance(model.get("init_from"), str):
-            candidate = file.parent / model["init_from"]
-            if not Path(model["init_from"]).is_absolute() and candidate.exists():
-                model["init_from"] = str(candidate.resolve())
-        if isinstance(model, dict) and isinstance(model.get("weights"), str):
-            candidate = file.parent / model["weights"]
-            if not Path(model["weights"]).is_absolute() and candidate.is_file():
-                model["weights"] = str(candidate.resolve())
-    return config_from_dict(merged, source=repr(str(file)))
+        for section, key in _RELATIVE_PATHS:
+            part = merged.get(section)
+            value = part.get(key) if isinstance(part, dict) else None
+            if isinstance(value, str) and not Path(value).is_absolute():
+                candidate = file.parent / value
+                if candidate.exists():
+                    part[key] = str(candidate.resolve())  # type: ignore[index]
+    return merged
 
 
 def dump_config(config: ExperimentConfig) -> str:
