@@ -14,10 +14,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -125,7 +126,8 @@ def _raise_failure(server: HidimServer) -> FederationOutcome:
     raise FederatedError(f"the federation failed: {type(err).__name__}: {err}") from err
 
 
-def _make_server(
+@contextlib.contextmanager
+def _server(
     config: ExperimentConfig,
     *,
     expected: Sequence[str] | int,
@@ -136,24 +138,34 @@ def _make_server(
     bn: str,
     on_round: Callable[[int, dict[str, Any]], None] | None,
     connect_timeout: float,
-) -> HidimServer:
+    show_progress: bool,
+) -> Iterator[HidimServer]:
+    """The federation's server, with a progress bar advanced after every round."""
     n = expected if isinstance(expected, int) else len(expected)
-    strat = make_strategy(
-        name=strategy,
-        n_sites=n,
-        num_rounds=rounds,
-        local_epochs=local_epochs,
-        mu=mu,
-        bn=bn,
-        on_round=on_round,
-    )
-    return HidimServer(
-        client_manager=SimpleClientManager(),
-        strategy=strat,
-        config=config,
-        expected_sites=expected,
-        connect_timeout=connect_timeout,
-    )
+    with progress_bar(disable=not show_progress) as bar:
+        task = bar.add_task("federated rounds", total=rounds)
+
+        def round_done(number: int, entry: dict[str, Any]) -> None:
+            bar.advance(task)
+            if on_round is not None:
+                on_round(number, entry)
+
+        strat = make_strategy(
+            name=strategy,
+            n_sites=n,
+            num_rounds=rounds,
+            local_epochs=local_epochs,
+            mu=mu,
+            bn=bn,
+            on_round=round_done,
+        )
+        yield HidimServer(
+            client_manager=SimpleClientManager(),
+            strategy=strat,
+            config=config,
+            expected_sites=expected,
+            connect_timeout=connect_timeout,
+        )
 
 
 def train_federated(
@@ -210,25 +222,18 @@ def train_federated(
     reference = Path(sites[0].store).resolve()
     config = config.model_copy(update={"data": config.data.model_copy(update={"store": reference})})
     started = time.perf_counter()
-    with progress_bar(disable=not show_progress) as bar:
-        task = bar.add_task("federated rounds", total=rounds)
-
-        def round_done(number: int, entry: dict[str, Any]) -> None:
-            bar.advance(task)
-            if on_round is not None:
-                on_round(number, entry)
-
-        server = _make_server(
-            config,
-            expected=names,
-            rounds=rounds,
-            local_epochs=local_epochs,
-            strategy=strategy,
-            mu=mu,
-            bn=bn,
-            on_round=round_done,
-            connect_timeout=connect_timeout,
-        )
+    with _server(
+        config,
+        expected=names,
+        rounds=rounds,
+        local_epochs=local_epochs,
+        strategy=strategy,
+        mu=mu,
+        bn=bn,
+        on_round=on_round,
+        connect_timeout=connect_timeout,
+        show_progress=show_progress,
+    ) as server:
         with quiet_flower(verbose):
             if transport == "inprocess":
                 server.set_max_workers(1)  # one Lightning trainer at a time in this process
@@ -304,25 +309,18 @@ def serve_federation(
     run_dir = Path(out_dir)
     _prepare_dir(run_dir, overwrite)
     started = time.perf_counter()
-    with progress_bar(disable=not show_progress) as bar:
-        task = bar.add_task("federated rounds", total=rounds)
-
-        def round_done(number: int, entry: dict[str, Any]) -> None:
-            bar.advance(task)
-            if on_round is not None:
-                on_round(number, entry)
-
-        server = _make_server(
-            config,
-            expected=sites,
-            rounds=rounds,
-            local_epochs=local_epochs,
-            strategy=strategy,
-            mu=mu,
-            bn=bn,
-            on_round=round_done,
-            connect_timeout=connect_timeout,
-        )
+    with _server(
+        config,
+        expected=sites,
+        rounds=rounds,
+        local_epochs=local_epochs,
+        strategy=strategy,
+        mu=mu,
+        bn=bn,
+        on_round=on_round,
+        connect_timeout=connect_timeout,
+        show_progress=show_progress,
+    ) as server:
         with quiet_flower(verbose):
             serve_grpc(server, rounds, address, certificates)
     outcome = _raise_failure(server)
