@@ -35,9 +35,24 @@ def test_uncertainty_method_mentions_the_image_density_gate(tmp_path: Path) -> N
     (run / "uncertainty" / "summary.json").unlink(missing_ok=True)
     info = {"uncertainty_source": "ensemble_sd", "coverage": 0.9, "abstain_threshold": 0.2}
     (run / "predictions.json").write_text(json.dumps({**info, "ood_threshold": 2.5}))
-    method = collect(run).uncertainty.method
+    unc = collect(run).uncertainty
+    method = unc.method
     assert method is not None
     assert "ensemble members" in method and "image-density gate" in method and "2.5" in method
+    assert unc.ood_threshold == 2.5
+
+
+def test_uncertainty_counts_test_cases_refused_by_the_gate(tmp_path: Path) -> None:
+    import pandas as pd
+
+    run = make_run(tmp_path)
+    preds = pd.read_parquet(run / "predictions.parquet")
+    test = preds.index[preds["split"] == "test"]
+    preds["abstain_reason"] = ""
+    preds.loc[test[:3], "abstain_reason"] = "out_of_distribution"
+    preds.loc[test[3:5], "abstain_reason"] = "uncertain"
+    preds.to_parquet(run / "predictions.parquet")
+    assert collect(run).uncertainty.n_abstained_ood == 3
 
 
 def test_model_card_names_self_supervised_pretraining(tmp_path: Path) -> None:

@@ -143,6 +143,8 @@ def testfit_rule_answers_the_coverage_with_both_rules() -> None:
     # too few validation studies for the gate's quantile: the largest distance seen
     thr_small, ood_small = fit_rule(u[:20], d[:20], coverage=0.9, ood_quantile=0.99)
     assert ood_small == d[:20].max()
+    # the gate never cuts into the training cloud (distance 1 = its 99th percentile)
+    assert fit_rule(u, d / 10, coverage=0.9, ood_quantile=0.97)[1] == 1.0
     # no gate: the plain uncertainty threshold
     assert fit_rule(u, None, 0.9, 0.99) == (fit_abstention_threshold(u, 0.9), None)
 

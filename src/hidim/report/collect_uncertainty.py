@@ -101,6 +101,7 @@ def collect_uncertainty(run_dir: Path, preds: Predictions) -> UncertaintySection
             note="No uncertainty estimates: train with an ensemble or evidential head and run `hidim predict`.",
         )
     split = None
+    n_ood: int | None = None
     abst = finite(first(summary, "abstention_rate", "abstain_rate"))
     n_eval = first(summary, "n", "n_eval")
     points: tuple[Any, ...] = ()
@@ -113,6 +114,8 @@ def collect_uncertainty(run_dir: Path, preds: Predictions) -> UncertaintySection
         abst_col = find_column(ev, "abstain", "abstained")
         if abst is None and abst_col is not None:
             abst = float(ev[abst_col].astype(bool).mean())
+        if "abstain_reason" in ev.columns:
+            n_ood = int((ev["abstain_reason"].astype(str) == "out_of_distribution").sum())
         if n_eval is None:
             n_eval = len(ev)
         cols = survival_columns(ev)
@@ -158,6 +161,8 @@ def collect_uncertainty(run_dir: Path, preds: Predictions) -> UncertaintySection
         threshold=finite(first(summary, "threshold", "abstain_threshold")),
         abstention_rate=abst,
         n_eval=int(n_eval) if n_eval is not None else None,
+        ood_threshold=finite(info.get("ood_threshold")) if isinstance(info, Mapping) else None,
+        n_abstained_ood=n_ood,
         risk_name=risk_name,
         risk_coverage=points,
         aurc=aurc,

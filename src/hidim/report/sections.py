@@ -296,6 +296,8 @@ class UncertaintySection(Section):
     threshold: float | None = None
     abstention_rate: float | None = None
     n_eval: int | None = None
+    ood_threshold: float | None = None
+    n_abstained_ood: int | None = None
     risk_name: str | None = None
     risk_coverage: tuple[CoveragePoint, ...] = ()
     aurc: float | None = None

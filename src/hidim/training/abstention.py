@@ -61,7 +61,7 @@ def fit_rule(
 
     The OOD gate's threshold is the split-conformal ``ood_quantile`` of the validation
     distances (the largest validation distance when there are too few studies for that
-    quantile); the uncertainty threshold is then fitted on the validation studies inside
+    quantile), and never below 1 (the 99th percentile of the training distances); the uncertainty threshold is then fitted on the validation studies inside
     the gate for ``coverage / (share inside)``, so the two rules together answer about
     ``coverage`` of validation studies.
     """
@@ -76,6 +76,9 @@ def fit_rule(
             ood_thr = fit_abstention_threshold(d[finite], ood_quantile)
             if not math.isfinite(ood_thr):
                 ood_thr = float(d[finite].max())
+            # never inside the training cloud: 1 is its 99th percentile (small validation
+            # sets otherwise put the gate where ordinary studies cross it)
+            ood_thr = max(ood_thr, 1.0)
             inside = ~(d > ood_thr)
             coverage = min(1.0, coverage / max(float(inside.mean()), 1e-12))
             u = u[inside]
