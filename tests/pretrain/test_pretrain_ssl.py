@@ -3,7 +3,6 @@ augmentations, pairs of views, and a run whose model.pt ``model.init_from`` read
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 from pathlib import Path
@@ -26,25 +25,16 @@ from hidim.pretrain.run import eval_batches
 from hidim.training.config import config_from_dict
 from hidim.training.module import HidimModule
 from hidim.training.transfer import init_encoder_from
+from tiny_echo import make_store
 
 ROOT = Path(__file__).resolve().parents[2]
 WIDTHS = [4, 8, 8, 8]
 
 
-def _make_store() -> Any:
-    """``make_store`` of the training tests (loaded by path: conftest is not importable)."""
-    spec = importlib.util.spec_from_file_location(
-        "hidim_training_store_fixture", ROOT / "tests" / "training" / "conftest.py"
-    )
-    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
-    spec.loader.exec_module(module)  # type: ignore[union-attr]
-    return module.make_store
-
-
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """48 echo-like patients (train/val/test 24/12/12), 16 frames of 32 x 32."""
-    return _make_store()(tmp_path_factory.mktemp("ssl") / "store", n_patients=48, frames=16)
+    return make_store(tmp_path_factory.mktemp("ssl") / "store", n_patients=48, frames=16)
 
 
 def _raw(store: Path, **sections: dict[str, Any]) -> dict[str, Any]:
