@@ -53,30 +53,12 @@ RUNS: dict[str, dict[str, Any]] = {
 
 
 def prepare_store(work: Path, *, patients: int, seed: int, fps: float, size: int) -> Path:
-    """Phantom → curated store with labels (skipped when already there)."""
-    from hidim.curate.labels import import_labels
-    from hidim.curate.pipeline import curate
+    """Phantom (default views) → curated store with labels (skipped when already there)."""
     from hidim.phantom.config import PhantomConfig
-    from hidim.phantom.generate import generate
     from hidim.store import Store
+    from phantom_store import prepare_store as _prepare
 
-    phantom, store = work / "phantom", work / "store"
-    if (store / "labels.parquet").is_file():
-        return store
-    generate(phantom, PhantomConfig(patients=patients, seed=seed), workers=2)
-    result = curate(
-        phantom / "dicom",
-        store,
-        fps=fps,
-        size=size,
-        allow_identified=True,
-        workers=2,
-        show_progress=False,
-        seed=seed,
-    )
-    if not result.ok:
-        raise SystemExit(f"curation failed: {result}")
-    import_labels(store, phantom / "labels.csv")
+    store = _prepare(work, PhantomConfig(patients=patients, seed=seed), fps=fps, size=size)
     m = Store(store).manifest
     print(m.groupby(["split", "view"]).size().to_string())
     return store

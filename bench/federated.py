@@ -38,15 +38,10 @@ import numpy as np
 
 def prepare_store(work: Path, *, patients: int, seed: int, size: int, fps: float) -> Path:
     """Multi-site phantom (site shift) → curated store with labels (skipped when present)."""
-    from hidim.curate.labels import import_labels
-    from hidim.curate.pipeline import curate
     from hidim.phantom.config import EffectsConfig, PhantomConfig
-    from hidim.phantom.generate import generate
     from hidim.store import Store
+    from phantom_store import prepare_store as _prepare
 
-    phantom, store = work / "phantom", work / "store"
-    if (store / "labels.parquet").is_file():
-        return store
     cfg = PhantomConfig(
         patients=patients,
         seed=seed,
@@ -54,20 +49,7 @@ def prepare_store(work: Path, *, patients: int, seed: int, size: int, fps: float
         views=("A4C",),
         effects=EffectsConfig(site_shift=True),
     )
-    generate(phantom, cfg, workers=2)
-    result = curate(
-        phantom / "dicom",
-        store,
-        fps=fps,
-        size=size,
-        allow_identified=True,
-        workers=2,
-        show_progress=False,
-        seed=seed,
-    )
-    if not result.ok:
-        raise SystemExit(f"curation failed: {result}")
-    import_labels(store, phantom / "labels.csv")
+    store = _prepare(work, cfg, fps=fps, size=size)
     st = Store(store)
     per = st.manifest.merge(st.labels[["patient_key", "site"]], on="patient_key")
     print(per.groupby(["site", "split"]).size().unstack().to_string())

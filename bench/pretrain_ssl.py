@@ -50,28 +50,11 @@ PAIRS = (("ssl_probe", "random_probe"), ("ssl_finetune", "scratch"))
 
 def prepare_store(work: Path, *, patients: int, seed: int, fps: float, size: int) -> Path:
     """Phantom (A4C) → curated store with labels (skipped when already there)."""
-    from hidim.curate.labels import import_labels
-    from hidim.curate.pipeline import curate
     from hidim.phantom.config import PhantomConfig
-    from hidim.phantom.generate import generate
+    from phantom_store import prepare_store as _prepare
 
-    phantom, store = work / "phantom", work / "store"
-    if (store / "labels.parquet").is_file():
-        return store
-    generate(phantom, PhantomConfig(patients=patients, seed=seed, size=32, views=("A4C",)))
-    result = curate(
-        phantom / "dicom",
-        store,
-        fps=fps,
-        size=size,
-        allow_identified=True,
-        show_progress=False,
-        seed=seed,
-    )
-    if not result.ok:
-        raise SystemExit(f"curation failed: {result}")
-    import_labels(store, phantom / "labels.csv")
-    return store
+    cfg = PhantomConfig(patients=patients, seed=seed, size=32, views=("A4C",))
+    return _prepare(work, cfg, fps=fps, size=size, workers=1)
 
 
 def label_store(store: Path, work: Path, fraction: float, *, seed: int) -> Path:
