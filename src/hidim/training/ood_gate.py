@@ -39,6 +39,7 @@ from hidim.tasks.feature_density import FeatureDensity
 __all__ = [
     "DENSITY_FILE",
     "fit_image_density",
+    "density_from_features",
     "save_density",
     "load_density",
     "ood_distance",
@@ -114,23 +115,40 @@ def fit_image_density(
             for batch in batches:
                 tap.clear()
                 net.forward_batch(dict(batch))
-                z = tap.first.float().cpu()
-                feats.append(z)
+                feats.append(tap.first.float().cpu())
                 if classes is not None:
                     targets.append(torch.as_tensor(batch["target"]).reshape(-1).long().cpu())
-                else:
-                    targets.append(torch.zeros(z.shape[0], dtype=torch.long))
     finally:
         net.train(was_training)
     if not feats:
         raise TrainingError("image density: the training split yielded no batches")
-    z = torch.cat(feats)
-    y = torch.cat(targets)
-    n_classes = int(classes) if classes is not None else 1
-    density = FeatureDensity(in_features=z.shape[1], n_classes=n_classes, quantile=quantile)
+    return density_from_features(
+        torch.cat(feats),
+        torch.cat(targets) if classes is not None else None,
+        classes=classes,
+        quantile=quantile,
+    )
+
+
+def density_from_features(
+    features: Tensor,
+    targets: Tensor | None,
+    *,
+    classes: int | None = None,
+    quantile: float = 0.99,
+) -> FeatureDensity:
+    """The image-embedding density of training embeddings ``[N, D]`` (and class ``targets``
+    ``[N]`` when ``classes`` is set; a class with < 2 samples falls back to one mean)."""
+    z = features.float().cpu()
+    n_classes = int(classes) if classes is not None and targets is not None else 1
+    y = (
+        targets.reshape(-1).long().cpu()
+        if n_classes > 1 and targets is not None
+        else torch.zeros(z.shape[0], dtype=torch.long)
+    )
     if n_classes > 1 and bool((torch.bincount(y, minlength=n_classes) < 2).any()):
-        density = FeatureDensity(in_features=z.shape[1], n_classes=1, quantile=quantile)
-        y = torch.zeros_like(y)
+        n_classes, y = 1, torch.zeros_like(y)
+    density = FeatureDensity(in_features=z.shape[1], n_classes=n_classes, quantile=quantile)
     density.fit(z, y)
     return density
 

@@ -44,7 +44,12 @@ from hidim.training.config import ExperimentConfig, default_monitor, dump_config
 from hidim.training.datamodule import HidimDataModule
 from hidim.training.metrics import head_kind
 from hidim.training.module import HidimModule, Penalty
-from hidim.training.ood_gate import DENSITY_FILE, fit_image_density, save_density
+from hidim.training.ood_gate import (
+    DENSITY_FILE,
+    ImageFeatureTap,
+    density_from_features,
+    save_density,
+)
 from hidim.training.transfer import init_encoder_from
 
 __all__ = ["RunResult", "train", "train_member", "MODEL_FILE", "PREPROCESSING_FILE", "MEMBER_FILE"]
@@ -158,56 +163,53 @@ def _train_loader(dm: HidimDataModule) -> Any:
 
 
 @torch.no_grad()
-def _fit_baseline(module: HidimModule, dm: HidimDataModule) -> None:
-    """Cox heads: Breslow baseline hazard on the training split (centre clips, eval mode)."""
-    fit_baseline = getattr(module.head, "fit_baseline", None)
-    if not callable(fit_baseline):
-        return
-    loader = _train_loader(dm)
-    module.eval()
-    etas, times, events = [], [], []
-    for batch in loader:
-        out = module(batch)
-        etas.append(out["log_hazard"].float().cpu())
-        times.append(batch["time"].cpu())
-        events.append(batch["event"].cpu())
-    fit_baseline(torch.cat(etas), torch.cat(times).numpy(), torch.cat(events).numpy())
-
-
-@torch.no_grad()
-def _fit_density(module: HidimModule, dm: HidimDataModule) -> None:
-    """Heads with ``fit_density`` (evidential): feature density of the head's inputs
-    ``[N, D]`` and targets ``[N]`` on the training split (centre clips, eval mode).
-
-    The fitted buffers are part of the head's ``state_dict``, so :func:`save_model` stores
-    them and ``load_run`` restores them.
+def _fit_after_training(
+    module: HidimModule, dm: HidimDataModule, density_path: Path | None
+) -> None:
+    """What is fitted on the training split once the weights are final, in one pass
+    (centre clips, eval mode): the Cox head's Breslow baseline (``fit_baseline``), an
+    evidential head's feature density (``fit_density``: its buffers are part of the head's
+    ``state_dict``, so :func:`save_model` stores them), and the image-density OOD gate
+    (:mod:`hidim.training.ood_gate`, saved to ``density_path``; ``None``: not fitted).
     """
-    fit_density = getattr(module.head, "fit_density", None)
-    if not callable(fit_density):
+    head = module.head
+    fit_baseline = getattr(head, "fit_baseline", None)
+    fit_density = getattr(head, "fit_density", None)
+    if not (callable(fit_baseline) or callable(fit_density) or density_path is not None):
         return
-    feats: list[torch.Tensor] = []
-    targets: list[torch.Tensor] = []
-    hook = module.head.register_forward_hook(
-        lambda _m, inputs, _out: feats.append(inputs[0].detach().float().cpu())
-    )
+    kind = head_kind(head)
+    classes = getattr(head, "n_classes", 2) if kind in ("binary", "multiclass") else None
+    cols: dict[str, list[torch.Tensor]] = {}
+
+    def keep(name: str, value: Any) -> None:
+        cols.setdefault(name, []).append(torch.as_tensor(value).detach().cpu())
+
+    hook = head.register_forward_hook(lambda _m, inputs, _out: keep("head_in", inputs[0].float()))
     module.eval()
     try:
-        for batch in _train_loader(dm):
-            module(batch)
-            targets.append(batch["target"].cpu())
+        with ImageFeatureTap(module.net) as tap:
+            for batch in _train_loader(dm):
+                tap.clear()
+                out = module(batch)
+                keep("image", tap.first.float())
+                if callable(fit_baseline):
+                    keep("log_hazard", out["log_hazard"].float())
+                    keep("time", batch["time"])
+                    keep("event", batch["event"])
+                if callable(fit_density) or classes is not None:
+                    keep("target", batch["target"])
     finally:
         hook.remove()
-    if not feats:
-        raise TrainingError("fit_density: the training split yielded no batches")
-    fit_density(torch.cat(feats), torch.cat(targets))
-
-
-def _fit_image_density(module: HidimModule, dm: HidimDataModule, path: Path) -> None:
-    """The image-embedding density of the training split (:mod:`hidim.training.ood_gate`)."""
-    kind = head_kind(module.head)
-    classes = getattr(module.head, "n_classes", 2) if kind in ("binary", "multiclass") else None
-    density = fit_image_density(module.net, _train_loader(dm), classes=classes)
-    save_density(density, path)
+    if not cols:
+        raise TrainingError("fitting after training: the training split yielded no batches")
+    cat = {k: torch.cat(v) for k, v in cols.items()}
+    if callable(fit_baseline):
+        fit_baseline(cat["log_hazard"], cat["time"].numpy(), cat["event"].numpy())
+    if callable(fit_density):
+        fit_density(cat["head_in"], cat["target"])
+    if density_path is not None:
+        density = density_from_features(cat["image"], cat.get("target"), classes=classes)
+        save_density(density, density_path)
 
 
 def save_model(
@@ -349,10 +351,8 @@ def train_member(
     if best:
         state = torch.load(best, map_location="cpu", weights_only=False)["state_dict"]
         module.load_state_dict(state)
-    _fit_baseline(module, dm)
-    _fit_density(module, dm)
-    if config.uncertainty.ood_gate:
-        _fit_image_density(module, dm, out / "checkpoints" / DENSITY_FILE)
+    density_path = out / "checkpoints" / DENSITY_FILE if config.uncertainty.ood_gate else None
+    _fit_after_training(module, dm, density_path)
     save_model(module, out / "checkpoints" / MODEL_FILE)
     pre = {**_preprocessing(dm, module), "init_from": init_info}
     atomic_write_text(out / PREPROCESSING_FILE, json.dumps(pre, indent=2))
