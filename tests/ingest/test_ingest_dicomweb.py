@@ -375,8 +375,8 @@ def test_push_a_deidentified_release_and_pull_it_back(pacs: Pacs, pulled: Path, 
 
     key = create_key(tmp_path / "project.key")
     release = tmp_path / "release"
-    summary = deidentify(  # the study folders, as docs/dicomweb.md says (not the ledger)
-        sorted(p for p in pulled.iterdir() if p.is_dir()),
+    summary = deidentify(  # the whole pulled folder: its ledger and run.json are skipped
+        [pulled],
         release,
         key_file=key,
         reid_table=tmp_path / "reid.csv",
@@ -385,6 +385,7 @@ def test_push_a_deidentified_release_and_pull_it_back(pacs: Pacs, pulled: Path, 
     )
     released = sorted(release.rglob("*.dcm"))
     assert summary.all_ok and len(released) == summary.count("ok") == len(pacs.originals)
+    assert summary.count("skipped") == 2  # pull_ledger.parquet and run.json: not DICOM
     before = len(pacs.server.instance_ids())
 
     result = push(pacs.url, release, batch_size=3, show_progress=False)

@@ -181,7 +181,7 @@ def pull_command(
     --modality), or --all. The transfer syntax the PACS stored is kept (no transcoding).
     Re-running resumes: instances already in OUT are skipped. OUT/pull_ledger.parquet lists
     every instance (ok / skipped / failed + reason); OUT/run.json records the run.
-    Next step: `hidim deid OUT/*/ RELEASE --key ... --reid-table ...` (the study folders).
+    Next step: `hidim deid OUT RELEASE --key ... --reid-table ...` (the ledger is skipped).
     """
     from hidim.ingest.dicomweb import pull
 
