@@ -99,23 +99,49 @@ class Swin3DBackbone(Backbone):
         return x.mean(dim=(2, 3, 4))
 
 
-def _video_resnet(
-    factory: Any, enum: Any, name: str, in_channels: int, weights: str | None
+def _kinetics_backbone(
+    net: nn.Module,
+    wrapper: Any,
+    *,
+    name: str,
+    stem: str,
+    head: tuple[str, ...],
+    enum: Any,
+    in_channels: int,
+    weights: str | None,
 ) -> Backbone:
-    net = factory(weights=None)
-    net.fc = nn.Identity()
+    """A torchvision video model as a backbone: its ``head`` modules replaced by identities,
+    Kinetics-400 (or local) weights loaded without the classifier, the stem adapted to
+    ``in_channels``, wrapped in ``wrapper``."""
+    for attr in head:
+        setattr(net, attr, nn.Identity())
     info = init_backbone_weights(
         net,
         backbone=name,
-        stem="stem.0",
+        stem=stem,
         in_channels=in_channels,
         weights=weights,
         named={"kinetics400": enum.KINETICS400_V1},
-        drop_prefixes=("fc.",),
+        drop_prefixes=tuple(f"{attr}." for attr in head),
     )
-    model = VideoResNetBackbone(net)
+    model = wrapper(net)
     model.weights_info = info
     return model
+
+
+def _video_resnet(
+    factory: Any, enum: Any, name: str, in_channels: int, weights: str | None
+) -> Backbone:
+    return _kinetics_backbone(
+        factory(weights=None),
+        VideoResNetBackbone,
+        name=name,
+        stem="stem.0",
+        head=("fc",),
+        enum=enum,
+        in_channels=in_channels,
+        weights=weights,
+    )
 
 
 @register_backbone(
@@ -174,21 +200,16 @@ def r2plus1d_18(*, in_channels: int = 1, weights: str | None = None) -> Backbone
 )
 def s3d(*, in_channels: int = 1, weights: str | None = None) -> Backbone:
     """S3D (Xie et al. 2018) with adaptive pooling."""
-    net = tvv.s3d(weights=None)
-    net.avgpool = nn.Identity()
-    net.classifier = nn.Identity()
-    info = init_backbone_weights(
-        net,
-        backbone="s3d",
+    return _kinetics_backbone(
+        tvv.s3d(weights=None),
+        S3DBackbone,
+        name="s3d",
         stem="features.0.0.0",
+        head=("avgpool", "classifier"),
+        enum=tvv.S3D_Weights,
         in_channels=in_channels,
         weights=weights,
-        named={"kinetics400": tvv.S3D_Weights.KINETICS400_V1},
-        drop_prefixes=("classifier.",),
     )
-    model = S3DBackbone(net)
-    model.weights_info = info
-    return model
 
 
 @register_backbone(
@@ -204,20 +225,16 @@ def s3d(*, in_channels: int = 1, weights: str | None = None) -> Backbone:
 )
 def mvit_v2_s(*, in_channels: int = 1, weights: str | None = None) -> Backbone:
     """MViT-v2-S (Li et al. 2022), class-token embedding."""
-    net = tvv.mvit_v2_s(weights=None)
-    net.head = nn.Identity()
-    info = init_backbone_weights(
-        net,
-        backbone="mvit_v2_s",
+    return _kinetics_backbone(
+        tvv.mvit_v2_s(weights=None),
+        MViTBackbone,
+        name="mvit_v2_s",
         stem="conv_proj",
+        head=("head",),
+        enum=tvv.MViT_V2_S_Weights,
         in_channels=in_channels,
         weights=weights,
-        named={"kinetics400": tvv.MViT_V2_S_Weights.KINETICS400_V1},
-        drop_prefixes=("head.",),
     )
-    model = MViTBackbone(net)
-    model.weights_info = info
-    return model
 
 
 @register_backbone(
@@ -232,17 +249,13 @@ def mvit_v2_s(*, in_channels: int = 1, weights: str | None = None) -> Backbone:
 )
 def swin3d_t(*, in_channels: int = 1, weights: str | None = None) -> Backbone:
     """Swin3D-T (Liu et al. 2022)."""
-    net = tvv.swin3d_t(weights=None)
-    net.head = nn.Identity()
-    info = init_backbone_weights(
-        net,
-        backbone="swin3d_t",
+    return _kinetics_backbone(
+        tvv.swin3d_t(weights=None),
+        Swin3DBackbone,
+        name="swin3d_t",
         stem="patch_embed.proj",
+        head=("head",),
+        enum=tvv.Swin3D_T_Weights,
         in_channels=in_channels,
         weights=weights,
-        named={"kinetics400": tvv.Swin3D_T_Weights.KINETICS400_V1},
-        drop_prefixes=("head.",),
     )
-    model = Swin3DBackbone(net)
-    model.weights_info = info
-    return model
